@@ -1,0 +1,140 @@
+"""The caller's long-term memory, always for the caller of the current context.
+
+`memory_manager` never takes a user id: every call reads the caller from the session
+context (`session_context.get_current_user()`) and fails closed when there is none. The
+summary's calls work as written from synchronous code::
+
+    memory_manager.store("FACT", "favorite_color", "blue")
+    memory_manager.retrieve("FACT", "favorite_color")
+
+and async code (the agent) uses the `a`-prefixed twins, which never block the event loop.
+`(category, key)` is unique per caller: storing a key again replaces its value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from memory_types import Memory, MemoryCategory
+from session_context import get_current_identity, get_current_user
+from storage import MemoryStore, get_store
+from storage.sync_bridge import run_sync
+
+logger = logging.getLogger("memory_worker.memory")
+
+T = TypeVar("T")
+
+MAX_KEY_LENGTH = 200
+MAX_VALUE_LENGTH = 8000
+MAX_QUERY_LENGTH = 2000
+MAX_SEARCH_LIMIT = 100
+
+
+def validate_key(key: object) -> str:
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError("a memory key must be a non-empty string")
+    if len(key) > MAX_KEY_LENGTH:
+        raise ValueError(f"a memory key must be at most {MAX_KEY_LENGTH} characters")
+    if "\x00" in key:
+        raise ValueError("a memory key must not contain NUL characters")
+    return key.strip()
+
+
+def validate_value(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a memory value must be a non-empty string")
+    if len(value) > MAX_VALUE_LENGTH:
+        raise ValueError(
+            f"a memory value must be at most {MAX_VALUE_LENGTH} characters, got {len(value)}"
+        )
+    if "\x00" in value:
+        raise ValueError("a memory value must not contain NUL characters")
+    return value
+
+
+def validate_limit(limit: object) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_SEARCH_LIMIT:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_SEARCH_LIMIT}")
+    return limit
+
+
+class MemoryManager:
+    """Memory operations for the caller in context (see module docstring)."""
+
+    def __init__(self, store: MemoryStore | None = None) -> None:
+        self._store = store
+
+    @property
+    def store_backend(self) -> MemoryStore:
+        return self._store if self._store is not None else get_store()
+
+    # -- async API (the agent's) ------------------------------------------------------------
+
+    async def astore(self, category: str | MemoryCategory, key: str, value: str) -> None:
+        cat = MemoryCategory.parse(category).value
+        key, value = validate_key(key), validate_value(value)
+        user_id = get_current_user("storing a memory")
+        await self.store_backend.upsert_memory(
+            user_id, cat, key, value, identity=get_current_identity()
+        )
+        logger.debug("memory stored for %s: [%s] %s", user_id, cat, key)
+
+    async def aretrieve(self, category: str | MemoryCategory, key: str) -> str | None:
+        cat = MemoryCategory.parse(category).value
+        key = validate_key(key)
+        user_id = get_current_user("reading a memory")
+        return await self.store_backend.get_memory(user_id, cat, key)
+
+    async def asearch(self, query: str, limit: int = 5) -> list[Memory]:
+        if not isinstance(query, str):
+            raise ValueError("a search query must be a string")
+        limit = validate_limit(limit)
+        user_id = get_current_user("searching memories")
+        return await self.store_backend.search_memories(
+            user_id, query.replace("\x00", " ")[:MAX_QUERY_LENGTH], limit
+        )
+
+    async def aforget(self, category: str | MemoryCategory, key: str) -> bool:
+        cat = MemoryCategory.parse(category).value
+        key = validate_key(key)
+        user_id = get_current_user("forgetting a memory")
+        return await self.store_backend.delete_memory(user_id, cat, key)
+
+    async def alist(self) -> list[Memory]:
+        user_id = get_current_user("listing memories")
+        return await self.store_backend.list_memories(user_id)
+
+    async def aforget_everything(self) -> int:
+        """Delete the caller's profile and every memory; returns memories deleted."""
+        user_id = get_current_user("forgetting everything")
+        deleted = await self.store_backend.delete_user(user_id)
+        logger.info("deleted every memory (%d) and the profile of user %s", deleted, user_id)
+        return deleted
+
+    # -- sync API (the summary's; for scripts, never inside an event loop) -------------------
+
+    def _sync(self, coro: Coroutine[Any, Any, T], api_name: str) -> T:
+        return run_sync(coro, api_name=api_name)
+
+    def store(self, category: str | MemoryCategory, key: str, value: str) -> None:
+        self._sync(self.astore(category, key, value), "store")
+
+    def retrieve(self, category: str | MemoryCategory, key: str) -> str | None:
+        return self._sync(self.aretrieve(category, key), "retrieve")
+
+    def search(self, query: str, limit: int = 5) -> list[Memory]:
+        return self._sync(self.asearch(query, limit), "search")
+
+    def forget(self, category: str | MemoryCategory, key: str) -> bool:
+        return self._sync(self.aforget(category, key), "forget")
+
+    def list(self) -> list[Memory]:
+        return self._sync(self.alist(), "list")
+
+    def forget_everything(self) -> int:
+        return self._sync(self.aforget_everything(), "forget_everything")
+
+
+memory_manager = MemoryManager()

@@ -1,0 +1,66 @@
+"""Caller profiles: one row per caller, created before the caller's session starts.
+
+A profile records the caller's uuid, the original LiveKit identity, whether the caller has
+been greeted for the first time yet (`is_first_login`) and when it was created. Creation is
+idempotent and race-safe (an insert that does nothing on conflict), so any number of
+concurrent sessions of one caller make exactly one row.
+
+Like `memory_manager`, these functions act only for the session user in context and fail
+closed without one; passing a uuid that is not the context's user is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from memory_types import Profile
+from session_context import get_current_identity, get_current_user
+from storage import MemoryStore, get_store
+
+logger = logging.getLogger("memory_worker.profiles")
+
+
+def _checked_user(user_uuid: str | None, operation: str) -> str:
+    current = get_current_user(operation)
+    if user_uuid is not None and user_uuid != current:
+        raise PermissionError(
+            f"{operation} was asked for user {user_uuid} but the session user in this context "
+            f"is {current}; set the session user first (set_session_user / session_user)"
+        )
+    return current
+
+
+async def ensure_profile_exists(
+    user_uuid: str | None = None,
+    original_identity: str | None = None,
+    *,
+    store: MemoryStore | None = None,
+) -> Profile:
+    """Make sure the caller's profile exists and return it."""
+    user_id = _checked_user(user_uuid, "ensuring a profile")
+    identity = original_identity if original_identity is not None else get_current_identity()
+    backend = store if store is not None else get_store()
+    profile, created = await backend.ensure_profile(user_id, identity)
+    if created:
+        logger.info("[PROFILE CREATE] created profile %s", user_id)
+        logger.debug("[PROFILE CREATE] profile %s is LiveKit identity %s", user_id, identity)
+    else:
+        logger.debug("[PROFILE] profile %s already exists", user_id)
+    return profile
+
+
+async def get_profile(*, store: MemoryStore | None = None) -> Profile | None:
+    """The caller's profile, or None if it does not exist (yet, or any more)."""
+    user_id = get_current_user("reading a profile")
+    backend = store if store is not None else get_store()
+    return await backend.get_profile(user_id)
+
+
+async def mark_first_login_complete(*, store: MemoryStore | None = None) -> bool:
+    """Record that the caller has had their first-time greeting; True only the first time."""
+    user_id = get_current_user("updating a profile")
+    backend = store if store is not None else get_store()
+    flipped = await backend.complete_first_login(user_id)
+    if flipped:
+        logger.info("[PROFILE] first login completed for %s", user_id)
+    return flipped

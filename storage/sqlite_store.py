@@ -1,0 +1,332 @@
+"""The embedded default store: one SQLite file, no server, no setup.
+
+Every operation runs on a small thread pool owned by the store, so async callers never block
+their event loop on disk I/O. Each pool thread keeps its own connection; the file is in WAL
+mode with a busy timeout, so many threads and tasks (and several worker processes) can use
+one file at once. Search uses an FTS5 index with the Porter stemmer and BM25 ranking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TypeVar
+
+from memory_types import CATEGORY_PRIORITY, Memory, Profile
+from storage.errors import StorageError, StorageSchemaError, StorageUnavailableError
+
+logger = logging.getLogger("memory_worker.storage.sqlite")
+
+T = TypeVar("T")
+
+SCHEMA_FILE = Path(__file__).with_name("sqlite_schema.sql")
+BUSY_TIMEOUT_MS = 5000
+MAX_QUERY_TERMS = 32
+_TERM_RE = re.compile(r"\w+", re.UNICODE)
+
+
+def fts_match_expression(query: str) -> str | None:
+    """Turn free text into a safe FTS5 query: each word quoted, OR-ed; None if no words.
+
+    Quoting every word means operator characters and keywords in the caller's text
+    (`"`, `*`, `NEAR`, `OR`, `-`) are searched as plain words, never parsed as syntax.
+    """
+    terms = []
+    seen: set[str] = set()
+    for term in _TERM_RE.findall(query.lower()):
+        if term not in seen:
+            seen.add(term)
+            terms.append(f'"{term}"')
+        if len(terms) >= MAX_QUERY_TERMS:
+            break
+    return " OR ".join(terms) if terms else None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _memory(row: sqlite3.Row, score: float = 0.0) -> Memory:
+    return Memory(
+        category=row["category"],
+        key=row["key"],
+        value=row["value"],
+        created_at=_ts(row["created_at"]),
+        updated_at=_ts(row["updated_at"]),
+        score=score,
+    )
+
+
+def _profile(row: sqlite3.Row) -> Profile:
+    return Profile(
+        id=row["id"],
+        original_identity=row["original_identity"],
+        is_first_login=bool(row["is_first_login"]),
+        created_at=_ts(row["created_at"]),
+        updated_at=_ts(row["updated_at"]),
+    )
+
+
+class SQLiteMemoryStore:
+    """`MemoryStore` on a local SQLite file (see module docstring)."""
+
+    name = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str], *, max_threads: int = 4) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._conn_lock = threading.Lock()
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        self._closed = False
+        self._executor = ThreadPoolExecutor(
+            max_workers=max_threads, thread_name_prefix="sqlite-memory"
+        )
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise StorageUnavailableError("the SQLite memory store is closed")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageUnavailableError(
+                f"cannot open the SQLite memory database at {self.path}: {exc}. "
+                "Set MEMORY_SQLITE_PATH to a file in a writable directory."
+            ) from exc
+        with self._conn_lock:
+            self._connections.append(conn)
+        self._local.conn = conn
+        self._ensure_schema(conn)
+        return conn
+
+    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            try:
+                conn.executescript(SCHEMA_FILE.read_text(encoding="utf-8"))
+                conn.executemany(
+                    "INSERT INTO memory_categories(category, priority) VALUES (?, ?) "
+                    "ON CONFLICT(category) DO UPDATE SET priority = excluded.priority",
+                    [(c.value, p) for c, p in CATEGORY_PRIORITY.items()],
+                )
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from exc
+            self._schema_ready = True
+
+    def _run_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connect()
+        try:
+            return fn(conn)
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise _translate(exc, self.path) from exc
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._run_sync, fn)
+        except RuntimeError as exc:  # executor shut down
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageUnavailableError(f"the SQLite memory store is closed ({exc})") from exc
+
+    # -- profiles ---------------------------------------------------------------------------
+
+    async def ensure_profile(self, user_id: str, identity: str | None) -> tuple[Profile, bool]:
+        def op(conn: sqlite3.Connection) -> tuple[Profile, bool]:
+            now = _now()
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.execute(
+                "INSERT INTO profiles(id, original_identity, is_first_login, created_at, "
+                "updated_at) VALUES (?, ?, 1, ?, ?) ON CONFLICT(id) DO NOTHING",
+                (user_id, identity, now, now),
+            )
+            created = cur.rowcount == 1
+            if not created and identity is not None:
+                conn.execute(
+                    "UPDATE profiles SET original_identity = ?, updated_at = ? "
+                    "WHERE id = ? AND original_identity IS NULL",
+                    (identity, now, user_id),
+                )
+            row = conn.execute("SELECT * FROM profiles WHERE id = ?", (user_id,)).fetchone()
+            conn.execute("COMMIT")
+            return _profile(row), created
+
+        return await self._run(op)
+
+    async def get_profile(self, user_id: str) -> Profile | None:
+        def op(conn: sqlite3.Connection) -> Profile | None:
+            row = conn.execute("SELECT * FROM profiles WHERE id = ?", (user_id,)).fetchone()
+            return _profile(row) if row else None
+
+        return await self._run(op)
+
+    async def complete_first_login(self, user_id: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE profiles SET is_first_login = 0, updated_at = ? "
+                "WHERE id = ? AND is_first_login = 1",
+                (_now(), user_id),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(op)
+
+    # -- memories ---------------------------------------------------------------------------
+
+    async def upsert_memory(
+        self, user_id: str, category: str, key: str, value: str, identity: str | None = None
+    ) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            now = _now()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO profiles(id, original_identity, is_first_login, created_at, "
+                "updated_at) VALUES (?, ?, 1, ?, ?) ON CONFLICT(id) DO NOTHING",
+                (user_id, identity, now, now),
+            )
+            conn.execute(
+                "INSERT INTO memories(user_id, category, key, value, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(user_id, category, key) DO UPDATE SET "
+                "value = excluded.value, updated_at = excluded.updated_at",
+                (user_id, category, key, value, now, now),
+            )
+            conn.execute("COMMIT")
+
+        await self._run(op)
+
+    async def get_memory(self, user_id: str, category: str, key: str) -> str | None:
+        def op(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT value FROM memories WHERE user_id = ? AND category = ? AND key = ?",
+                (user_id, category, key),
+            ).fetchone()
+            return row["value"] if row else None
+
+        return await self._run(op)
+
+    async def search_memories(self, user_id: str, query: str, limit: int) -> list[Memory]:
+        match = fts_match_expression(query)
+
+        def op(conn: sqlite3.Connection) -> list[Memory]:
+            if match is None:
+                rows = conn.execute(
+                    "SELECT m.* FROM memories m JOIN memory_categories c USING (category) "
+                    "WHERE m.user_id = ? ORDER BY c.priority, m.updated_at DESC LIMIT ?",
+                    (user_id, limit),
+                ).fetchall()
+                return [_memory(r) for r in rows]
+            rows = conn.execute(
+                "SELECT m.*, -bm25(memories_fts, 2.0, 1.0) AS score "
+                "FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid "
+                "JOIN memory_categories c ON c.category = m.category "
+                "WHERE memories_fts MATCH ? AND m.user_id = ? "
+                "ORDER BY score DESC, c.priority, m.updated_at DESC LIMIT ?",
+                (match, user_id, limit),
+            ).fetchall()
+            return [_memory(r, r["score"]) for r in rows]
+
+        return await self._run(op)
+
+    async def list_memories(self, user_id: str) -> list[Memory]:
+        def op(conn: sqlite3.Connection) -> list[Memory]:
+            rows = conn.execute(
+                "SELECT m.* FROM memories m JOIN memory_categories c USING (category) "
+                "WHERE m.user_id = ? ORDER BY c.priority, m.key",
+                (user_id,),
+            ).fetchall()
+            return [_memory(r) for r in rows]
+
+        return await self._run(op)
+
+    async def delete_memory(self, user_id: str, category: str, key: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "DELETE FROM memories WHERE user_id = ? AND category = ? AND key = ?",
+                (user_id, category, key),
+            )
+            return cur.rowcount > 0
+
+        return await self._run(op)
+
+    async def delete_user(self, user_id: str) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.execute("DELETE FROM memories WHERE user_id = ?", (user_id,))
+            deleted = cur.rowcount
+            conn.execute("DELETE FROM profiles WHERE id = ?", (user_id,))
+            conn.execute("COMMIT")
+            return deleted
+
+        return await self._run(op)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(None, self._close_sync)
+
+    def _close_sync(self) -> None:
+        self._executor.shutdown(wait=True)
+        with self._conn_lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._connections.clear()
+
+
+def _translate(exc: sqlite3.Error, path: Path) -> StorageError:
+    text = str(exc)
+    lowered = text.lower()
+    if "no such table" in lowered or "no such column" in lowered:
+        return StorageSchemaError(
+            f"the SQLite memory database at {path} is missing tables ({text}); delete the "
+            "file to let the worker recreate it, or point MEMORY_SQLITE_PATH elsewhere"
+        )
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.IntegrityError
+    ):
+        return StorageUnavailableError(
+            f"the SQLite memory database at {path} cannot be used right now ({text}); "
+            "check that the file and its directory are writable"
+        )
+    return StorageError(f"SQLite memory store error: {text}")
+
+

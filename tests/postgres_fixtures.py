@@ -1,0 +1,1 @@
+"""Placeholder: the throwaway PostgreSQL cluster fixtures land here (issue 3)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 
-class MemoryCategory(str, enum.Enum):
+class MemoryCategory(enum.StrEnum):
     CAMPAIGNS = "CAMPAIGNS"
     EXPERIENCE = "EXPERIENCE"
     FACT = "FACT"

@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from memory_types import Memory, MemoryCategory
+from search_query import build_search_query
 from session_context import get_current_identity, get_current_user
 from storage import MemoryStore, get_store
 from storage.sync_bridge import run_sync
@@ -88,13 +89,20 @@ class MemoryManager:
         return await self.store_backend.get_memory(user_id, cat, key)
 
     async def asearch(self, query: str, limit: int = 5) -> list[Memory]:
+        """The caller's memories most relevant to `query`, best first.
+
+        An empty query returns the caller's most important memories (stable facts before
+        utterances, by category, newest first); a query with no content words ("hello!")
+        returns nothing, since nothing in it can be relevant.
+        """
         if not isinstance(query, str):
             raise ValueError("a search query must be a string")
         limit = validate_limit(limit)
         user_id = get_current_user("searching memories")
-        return await self.store_backend.search_memories(
-            user_id, query.replace("\x00", " ")[:MAX_QUERY_LENGTH], limit
-        )
+        terms = build_search_query(query[:MAX_QUERY_LENGTH])
+        if not terms and query.strip():
+            return []
+        return await self.store_backend.search_memories(user_id, terms, limit)
 
     async def aforget(self, category: str | MemoryCategory, key: str) -> bool:
         cat = MemoryCategory.parse(category).value

@@ -7,8 +7,11 @@ background task drains in that context, so:
 - capture is a non-blocking call from the turn hook or from any event callback, including
   room callbacks that run in tasks started before the user was known (NOTES.md);
 - writes are attributed to the session's caller, whatever context the capture came from;
-- storage errors are retried with backoff and logged, never raised into the voice turn;
-- `flush()` (called from the job's shutdown callback) waits for what is pending.
+- a write the store refuses for being unavailable goes to the durable spool
+  (`memory_spool`), which replays it once the store is back; while anything is spooled, new
+  writes queue behind it so a newer value is never overwritten by an older one;
+- `aclose()` (called from the job's shutdown callback) waits for what is pending and spools
+  whatever could not be written in time.
 """
 
 from __future__ import annotations
@@ -17,21 +20,17 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from memory_capture import CapturedMemory, extract_memories
 from memory_manager import MemoryManager, memory_manager
-from session_context import get_session_user_uuid
+from memory_spool import MemorySpool, default_spool, new_record
+from session_context import get_session_livekit_identity, get_session_user_uuid
 from storage.errors import StorageError
+from store_health import store_outage
 
 logger = logging.getLogger("memory_worker.capture")
 
 SEEN_IDS_LIMIT = 512
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    memory: CapturedMemory
 
 
 class SessionMemory:
@@ -43,26 +42,28 @@ class SessionMemory:
         *,
         manager: MemoryManager = memory_manager,
         extractor: Callable[[str], list[CapturedMemory]] = extract_memories,
-        retry_initial_delay: float = 0.2,
-        retry_max_delay: float = 5.0,
+        spool: MemorySpool | None = None,
     ) -> None:
         self._context = session_context
         self._manager = manager
         self._extractor = extractor
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._spool = spool if spool is not None else default_spool()
+        self._queue: asyncio.Queue[CapturedMemory] = asyncio.Queue()
         self._seen_ids: dict[str, None] = {}
         self._worker: asyncio.Task[None] | None = None
-        self._retry_initial_delay = retry_initial_delay
-        self._retry_max_delay = retry_max_delay
-        self._closed = False
         self._busy = False
-        self.user_uuid = session_context.run(get_session_user_uuid)
-        if self.user_uuid is None:
+        self._closed = False
+        user_uuid = session_context.run(get_session_user_uuid)
+        identity = session_context.run(get_session_livekit_identity)
+        if user_uuid is None or identity is None:
             raise RuntimeError(
                 "SessionMemory needs the session's context with the session user set; "
                 "create it after set_session_user(...)"
             )
+        self.user_uuid: str = user_uuid
+        self._identity: str = identity
         self.stored_count = 0
+        self.spooled_count = 0
 
     @classmethod
     def for_current_session(cls, **kwargs: object) -> SessionMemory:
@@ -88,7 +89,7 @@ class SessionMemory:
             if len(self._seen_ids) > SEEN_IDS_LIMIT:
                 self._seen_ids.pop(next(iter(self._seen_ids)))
         for memory in self._extractor(text):
-            self._queue.put_nowait(_Pending(memory))
+            self._queue.put_nowait(memory)
         self._ensure_worker()
 
     def _ensure_worker(self) -> None:
@@ -99,55 +100,71 @@ class SessionMemory:
 
     async def _drain(self) -> None:
         while True:
-            item = await self._queue.get()
+            memory = await self._queue.get()
             self._busy = True
             try:
-                await self._write_with_retry(item.memory)
+                await self._write(memory)
+            except Exception:
+                logger.exception("unexpected error while storing a captured memory")
             finally:
                 self._busy = False
                 self._queue.task_done()
 
-    async def _write_with_retry(self, memory: CapturedMemory) -> None:
-        delay = self._retry_initial_delay
-        failures = 0
-        while True:
-            try:
-                await self._manager.astore(memory.category, memory.key, memory.value)
-                self.stored_count += 1
-                if failures:
-                    logger.info("memory store reachable again after %d failed attempts", failures)
-                return
-            except StorageError as exc:
-                failures += 1
-                if failures == 1:
-                    logger.warning("could not store a captured memory, will retry: %s", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max_delay)
-            except ValueError as exc:
-                logger.warning("captured memory rejected and dropped: %s", exc)
-                return
+    def _record(self, memory: CapturedMemory):  # type: ignore[no-untyped-def]
+        return new_record(
+            self._identity, self.user_uuid, memory.category.value, memory.key, memory.value
+        )
+
+    async def _write(self, memory: CapturedMemory) -> None:
+        if self._spool.has_pending:
+            await self._spool.append(self._record(memory))
+            self.spooled_count += 1
+            return
+        try:
+            await self._manager.astore(memory.category, memory.key, memory.value)
+        except StorageError as exc:
+            store_outage.failed("storing a captured memory", exc)
+            await self._spool.append(self._record(memory))
+            self.spooled_count += 1
+            return
+        except ValueError as exc:
+            logger.warning("captured memory rejected and dropped: %s", exc)
+            return
+        store_outage.succeeded()
+        self.stored_count += 1
 
     async def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every captured memory is written; False if `timeout` ran out first."""
+        """Wait until every captured memory is written or spooled; False on timeout."""
         if self._queue.empty() and not self._busy:
             return True
         try:
             await asyncio.wait_for(self._queue.join(), timeout)
             return True
         except TimeoutError:
-            logger.error(
-                "%d captured memories were still pending after %.1fs", self.pending, timeout
-            )
             return False
 
     async def aclose(self, timeout: float = 5.0) -> bool:
-        """Flush, then stop the writer. Returns whether everything was written."""
-        flushed = await self.flush(timeout)
+        """Flush within `timeout`, spool whatever is left, stop the writer.
+
+        Returns True when nothing was left over (everything is in the store or the spool).
+        """
         self._closed = True
+        flushed = await self.flush(timeout)
+        leftovers: list[CapturedMemory] = []
+        while not self._queue.empty():
+            leftovers.append(self._queue.get_nowait())
+            self._queue.task_done()
         if self._worker is not None:
             self._worker.cancel()
             try:
                 await self._worker
             except asyncio.CancelledError:
                 pass
+        if leftovers:
+            await self._spool.append(*(self._record(m) for m in leftovers), replay=False)
+            self.spooled_count += len(leftovers)
+            logger.warning(
+                "%d captured memories could not be written before shutdown; spooled for replay",
+                len(leftovers),
+            )
         return flushed

@@ -249,7 +249,9 @@ class SQLiteMemoryStore:
             if match is None:
                 rows = conn.execute(
                     "SELECT m.* FROM memories m JOIN memory_categories c USING (category) "
-                    "WHERE m.user_id = ? ORDER BY c.priority, m.updated_at DESC LIMIT ?",
+                    "WHERE m.user_id = ? "
+                    "ORDER BY m.key LIKE 'utterance\\_%' ESCAPE '\\', c.priority, "
+                    "m.updated_at DESC LIMIT ?",
                     (user_id, limit),
                 ).fetchall()
                 return [_memory(r) for r in rows]

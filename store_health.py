@@ -1,0 +1,52 @@
+"""Say a storage outage once, not once a turn.
+
+Every part of the worker that talks to the store on the caller's behalf (capture, recall,
+spool replay) reports here. The first failure of an outage is logged as an error with what
+went wrong; further failures are debug lines; the first success after it logs the recovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+logger = logging.getLogger("memory_worker.storage.health")
+
+
+class OutageLog:
+    """Tracks whether the store is failing and logs only the transitions."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failures = 0
+
+    @property
+    def is_down(self) -> bool:
+        return self._failures > 0
+
+    @property
+    def failures(self) -> int:
+        return self._failures
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        with self._lock:
+            self._failures += 1
+            first = self._failures == 1
+        if first:
+            logger.error(
+                "memory store unavailable (%s: %s); replies continue without memory, captured "
+                "memories are kept and written when it is back",
+                what,
+                exc,
+            )
+        else:
+            logger.debug("memory store still unavailable (%s: %s)", what, exc)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            failures, self._failures = self._failures, 0
+        if failures:
+            logger.warning("memory store reachable again after %d failed operations", failures)
+
+
+store_outage = OutageLog()

@@ -100,6 +100,24 @@ class MemorySpool:
         if replay:
             self.schedule_replay()
 
+    def _discard_user_sync(self, user_id: str) -> int:
+        with self._lock:
+            if self._file is None or self._path is None or self._own_records == 0:
+                return 0
+            lines = self._path.read_text(encoding="utf-8").splitlines()
+            keep = [x for x in lines if x.strip() and json.loads(x).get("user_id") != user_id]
+            with open(self._path, "r+", encoding="utf-8") as fh:  # the append handle can't seek
+                _rewrite(fh, "".join(x + "\n" for x in keep))
+            self._own_records = len(keep)
+            return len(lines) - len(keep)
+
+    async def discard_user(self, user_id: str) -> int:
+        """Drop this process's spooled records of `user_id` (they asked to be forgotten)."""
+        dropped = await asyncio.to_thread(self._discard_user_sync, user_id)
+        if dropped:
+            logger.info("dropped %d spooled memories of user %s", dropped, user_id)
+        return dropped
+
     # -- replaying --------------------------------------------------------------------------
 
     def _rotate_own_file(self) -> Path | None:

@@ -80,7 +80,7 @@ class SessionMemory:
     def capture(self, text: str, *, message_id: str | None = None) -> None:
         """Queue the memories of one user message; returns at once."""
         if self._closed:
-            logger.warning("capture after the session's memory was closed; message dropped")
+            logger.debug("capture after the session's memory was closed; message not kept")
             return
         if message_id is not None:
             if message_id in self._seen_ids:
@@ -132,6 +132,16 @@ class SessionMemory:
             return
         store_outage.succeeded()
         self.stored_count += 1
+
+    async def forget_everything(self) -> int:
+        """The caller asked to be forgotten: stop capturing for this session, drop what is
+        queued or spooled for them, and delete their profile and every memory."""
+        self._closed = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            self._queue.task_done()
+        await self._spool.discard_user(self.user_uuid)
+        return await self._manager.aforget_everything()
 
     async def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every captured memory is written or spooled; False on timeout."""

@@ -19,6 +19,7 @@ from livekit.agents.voice.events import ConversationItemAddedEvent
 
 from companion import CompanionAgent
 from memory_manager import memory_manager
+from memory_spool import default_spool
 from memory_types import Memory, Profile
 from profiles import ensure_profile_exists
 from session_context import set_session_user
@@ -95,6 +96,9 @@ async def start_caller_session(
     room_options: room_io.RoomOptions | None = None,
 ) -> CallerSession:
     """Set the caller, make sure their profile exists, then start `session` for them."""
+    # Memories spooled by a process that died (or by this one during an outage) are replayed
+    # in the background; each record is written as its own caller.
+    default_spool().schedule_replay(first_delay=0)
     user_uuid = set_session_user(identity)
     logger.info("[SESSION INIT] caller -> UUID: %s", user_uuid)
     logger.debug("[SESSION INIT] Identity: %s -> UUID: %s", identity, user_uuid)

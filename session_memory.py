@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from memory_capture import CapturedMemory, extract_memories
 from memory_manager import MemoryManager, memory_manager
@@ -32,6 +33,15 @@ logger = logging.getLogger("memory_worker.capture")
 
 SEEN_IDS_LIMIT = 512
 
+FactExtractor = Callable[[str], Awaitable[list[CapturedMemory]]]
+
+
+@dataclass(frozen=True, slots=True)
+class _ExtractLater:
+    """A message for the optional (slow) fact extractor, run by the background writer."""
+
+    text: str
+
 
 class SessionMemory:
     """Write-behind capture of one session's user messages (see module docstring)."""
@@ -43,12 +53,14 @@ class SessionMemory:
         manager: MemoryManager = memory_manager,
         extractor: Callable[[str], list[CapturedMemory]] = extract_memories,
         spool: MemorySpool | None = None,
+        fact_extractor: FactExtractor | None = None,
     ) -> None:
         self._context = session_context
         self._manager = manager
         self._extractor = extractor
         self._spool = spool if spool is not None else default_spool()
-        self._queue: asyncio.Queue[CapturedMemory] = asyncio.Queue()
+        self._fact_extractor = fact_extractor
+        self._queue: asyncio.Queue[CapturedMemory | _ExtractLater] = asyncio.Queue()
         self._seen_ids: dict[str, None] = {}
         self._worker: asyncio.Task[None] | None = None
         self._busy = False
@@ -90,6 +102,8 @@ class SessionMemory:
                 self._seen_ids.pop(next(iter(self._seen_ids)))
         for memory in self._extractor(text):
             self._queue.put_nowait(memory)
+        if self._fact_extractor is not None:
+            self._queue.put_nowait(_ExtractLater(text))
         self._ensure_worker()
 
     def _ensure_worker(self) -> None:
@@ -100,10 +114,15 @@ class SessionMemory:
 
     async def _drain(self) -> None:
         while True:
-            memory = await self._queue.get()
+            item = await self._queue.get()
             self._busy = True
             try:
-                await self._write(memory)
+                if isinstance(item, _ExtractLater):
+                    assert self._fact_extractor is not None
+                    for memory in await self._fact_extractor(item.text):
+                        await self._write(memory)
+                else:
+                    await self._write(item)
             except Exception:
                 logger.exception("unexpected error while storing a captured memory")
             finally:
@@ -162,7 +181,9 @@ class SessionMemory:
         flushed = await self.flush(timeout)
         leftovers: list[CapturedMemory] = []
         while not self._queue.empty():
-            leftovers.append(self._queue.get_nowait())
+            item = self._queue.get_nowait()
+            if isinstance(item, CapturedMemory):  # unextracted messages are not worth the wait
+                leftovers.append(item)
             self._queue.task_done()
         if self._worker is not None:
             self._worker.cancel()

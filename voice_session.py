@@ -18,6 +18,7 @@ from livekit.agents import AgentSession, llm, room_io
 from livekit.agents.voice.events import ConversationItemAddedEvent
 
 from companion import CompanionAgent
+from llm_extractor import LLMFactExtractor, llm_extractor_enabled
 from memory_manager import memory_manager
 from memory_spool import default_spool
 from memory_types import Memory, Profile
@@ -110,7 +111,12 @@ async def start_caller_session(
         profile.is_first_login,
     )
     known = await _known_memories()
-    memory = SessionMemory.for_current_session()
+    extractor = (
+        LLMFactExtractor(session.llm)
+        if llm_extractor_enabled() and isinstance(session.llm, llm.LLM)
+        else None
+    )
+    memory = SessionMemory.for_current_session(fact_extractor=extractor)
     _capture_typed_messages(session, memory)
     agent = CompanionAgent(profile=profile, session_memory=memory, known_memories=known)
 

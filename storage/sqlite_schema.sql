@@ -27,21 +27,27 @@ CREATE TABLE IF NOT EXISTS memories (
 
 CREATE INDEX IF NOT EXISTS memories_user_recent ON memories (user_id, updated_at DESC);
 
-CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
-    key, value,
-    content = 'memories', content_rowid = 'id',
+-- Full-text index, contentless. Its first column holds one token naming the user, so a search
+-- is `user_tok:"u<hex>" AND (words...)`: FTS5 itself restricts the match to one user and ranks
+-- with BM25 (key words weigh double), instead of ranking every user's rows and filtering.
+CREATE VIRTUAL TABLE IF NOT EXISTS memory_search_index USING fts5(
+    user_tok, key, value,
+    content = '',
     tokenize = 'porter unicode61 remove_diacritics 2'
 );
+INSERT INTO memory_search_index(memory_search_index, rank) VALUES ('rank', 'bm25(0.0, 2.0, 1.0)');
 
-CREATE TRIGGER IF NOT EXISTS memories_fts_insert AFTER INSERT ON memories BEGIN
-    INSERT INTO memories_fts(rowid, key, value) VALUES (new.id, new.key, new.value);
+CREATE TRIGGER IF NOT EXISTS memory_search_insert AFTER INSERT ON memories BEGIN
+    INSERT INTO memory_search_index(rowid, user_tok, key, value)
+    VALUES (new.id, 'u' || replace(new.user_id, '-', ''), new.key, new.value);
 END;
-CREATE TRIGGER IF NOT EXISTS memories_fts_delete AFTER DELETE ON memories BEGIN
-    INSERT INTO memories_fts(memories_fts, rowid, key, value)
-    VALUES ('delete', old.id, old.key, old.value);
+CREATE TRIGGER IF NOT EXISTS memory_search_delete AFTER DELETE ON memories BEGIN
+    INSERT INTO memory_search_index(memory_search_index, rowid, user_tok, key, value)
+    VALUES ('delete', old.id, 'u' || replace(old.user_id, '-', ''), old.key, old.value);
 END;
-CREATE TRIGGER IF NOT EXISTS memories_fts_update AFTER UPDATE ON memories BEGIN
-    INSERT INTO memories_fts(memories_fts, rowid, key, value)
-    VALUES ('delete', old.id, old.key, old.value);
-    INSERT INTO memories_fts(rowid, key, value) VALUES (new.id, new.key, new.value);
+CREATE TRIGGER IF NOT EXISTS memory_search_update AFTER UPDATE ON memories BEGIN
+    INSERT INTO memory_search_index(memory_search_index, rowid, user_tok, key, value)
+    VALUES ('delete', old.id, 'u' || replace(old.user_id, '-', ''), old.key, old.value);
+    INSERT INTO memory_search_index(rowid, user_tok, key, value)
+    VALUES (new.id, 'u' || replace(new.user_id, '-', ''), new.key, new.value);
 END;

@@ -14,6 +14,7 @@ import os
 import re
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -33,21 +34,23 @@ MAX_QUERY_TERMS = 32
 _TERM_RE = re.compile(r"\w+", re.UNICODE)
 
 
-def fts_match_expression(query: str) -> str | None:
-    """Turn free text into a safe FTS5 query: each word quoted, OR-ed; None if no words.
+def fts_match_expression(user_id: str, query: str) -> str | None:
+    """The FTS5 query for `query`'s words within one user's memories; None if no words.
 
-    Quoting every word means operator characters and keywords in the caller's text
-    (`"`, `*`, `NEAR`, `OR`, `-`) are searched as plain words, never parsed as syntax.
+    Every word is quoted and the words are OR-ed, so operator characters and keywords in the
+    caller's text (`"`, `*`, `NEAR`, `OR`, `-`) are searched as plain words, never parsed as
+    syntax. The user's token comes from the uuid itself, never from caller text.
     """
-    terms = []
-    seen: set[str] = set()
+    terms: list[str] = []
     for term in _TERM_RE.findall(query.lower()):
-        if term not in seen:
-            seen.add(term)
-            terms.append(f'"{term}"')
+        quoted = f'"{term}"'
+        if quoted not in terms:
+            terms.append(quoted)
         if len(terms) >= MAX_QUERY_TERMS:
             break
-    return " OR ".join(terms) if terms else None
+    if not terms:
+        return None
+    return f'user_tok:"u{uuid.UUID(user_id).hex}" AND ({" OR ".join(terms)})'
 
 
 def _now() -> str:
@@ -243,7 +246,7 @@ class SQLiteMemoryStore:
         return await self._run(op)
 
     async def search_memories(self, user_id: str, query: str, limit: int) -> list[Memory]:
-        match = fts_match_expression(query)
+        match = fts_match_expression(user_id, query)
 
         def op(conn: sqlite3.Connection) -> list[Memory]:
             if match is None:
@@ -255,13 +258,17 @@ class SQLiteMemoryStore:
                     (user_id, limit),
                 ).fetchall()
                 return [_memory(r) for r in rows]
+            # FTS5's `ORDER BY rank LIMIT` keeps only the best candidates while it scans; a few
+            # more than asked for leave room for the category and recency tie-breakers.
             rows = conn.execute(
-                "SELECT m.*, -bm25(memories_fts, 2.0, 1.0) AS score "
-                "FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid "
+                "SELECT m.*, -hits.rank AS score FROM ("
+                "  SELECT rowid, rank FROM memory_search_index"
+                "  WHERE memory_search_index MATCH ? ORDER BY rank LIMIT ?"
+                ") AS hits JOIN memories m ON m.id = hits.rowid "
                 "JOIN memory_categories c ON c.category = m.category "
-                "WHERE memories_fts MATCH ? AND m.user_id = ? "
+                "WHERE m.user_id = ? "
                 "ORDER BY score DESC, c.priority, m.updated_at DESC LIMIT ?",
-                (match, user_id, limit),
+                (match, limit * 4, user_id, limit),
             ).fetchall()
             return [_memory(r, r["score"]) for r in rows]
 

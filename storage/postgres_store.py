@@ -1,0 +1,481 @@
+"""The Postgres store: any PostgreSQL 15+ database reached through `DATABASE_URL`.
+
+The tables and every query live in the migrations under `supabase/migrations/`; this module
+only calls the `public.memory_*` SQL functions they define, the same functions the Supabase
+backend calls through PostgREST, so the two backends cannot drift apart. Apply the
+migrations first (`supabase db push`, or each `supabase/migrations/*.sql` file in order with
+`psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -f FILE`).
+
+`DATABASE_URL` must log in as the tables' owner or as a role with `service_role`'s rights:
+row-level security is on with no policies, so any other role sees no rows at all.
+
+The voice turn waits on some of these calls, so nothing here may hang: every operation
+(including connecting) gives up after `DATABASE_TIMEOUT_SECONDS` (default 2 s; a stuck
+connection gets at most half a second more to be torn down) and raises
+`StorageUnavailableError`. asyncpg pools belong to the event loop that created them, and this
+process runs more than one loop (the agent's, and the sync bridge's thread), so the store
+keeps one lazily created pool per running loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from memory_types import Memory, Profile
+from storage.errors import (
+    StorageConfigError,
+    StorageError,
+    StorageSchemaError,
+    StorageUnavailableError,
+)
+
+logger = logging.getLogger("memory_worker.storage.postgres")
+
+DEFAULT_TIMEOUT_SECONDS = 2.0
+DEFAULT_POOL_MIN = 1
+DEFAULT_POOL_MAX = 10
+# Time a failed operation may take beyond its budget to hand its connection back.
+CLEANUP_GRACE_SECONDS = 0.5
+MIGRATIONS_HINT = (
+    "apply the migrations in supabase/migrations/ (`supabase db push`, or each "
+    "supabase/migrations/*.sql file in order with "
+    '`psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -f FILE`)'
+)
+
+# SQLSTATE classes and codes, by what the operator can do about them.
+_SCHEMA_ERRORS = (
+    asyncpg.exceptions.UndefinedTableError,  # 42P01
+    asyncpg.exceptions.UndefinedFunctionError,  # 42883
+    asyncpg.exceptions.UndefinedColumnError,  # 42703
+    asyncpg.exceptions.InvalidSchemaNameError,  # 3F000
+)
+_CONFIG_ERRORS = (
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # 28000, 28P01 (password)
+    asyncpg.exceptions.InvalidCatalogNameError,  # 3D000 (no such database)
+    asyncpg.exceptions.InsufficientPrivilegeError,  # 42501
+    asyncpg.exceptions.ClientConfigurationError,
+)
+_UNAVAILABLE_ERRORS = (
+    OSError,  # refused, reset, no route, DNS failure, missing unix socket
+    TimeoutError,  # asyncio.TimeoutError is the same class on 3.11+
+    asyncpg.exceptions.PostgresConnectionError,  # 08xxx
+    asyncpg.exceptions.OperatorInterventionError,  # 57xxx: shutdown, starting up, canceled
+    asyncpg.exceptions.InsufficientResourcesError,  # 53xxx: too many connections, disk full
+    asyncpg.exceptions.TransactionRollbackError,  # 40xxx: deadlock, serialization
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # 25006: a replica after failover
+    asyncpg.exceptions.InterfaceError,  # connection closed under us, pool closing
+)
+
+
+def redact_dsn(dsn: str) -> str:
+    """`dsn` with its password replaced by `***`, fit for logs and error messages."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hosts}" if ":" in userinfo else f"{user}@{hosts}"
+    query = parts.query
+    if query:
+        pairs = [
+            (k, "***" if k.lower() in {"password", "passfile"} else v)
+            for k, v in parse_qsl(query, keep_blank_values=True)
+        ]
+        query = urlencode(pairs, safe="/*:@")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _dsn_password(dsn: str) -> str | None:
+    try:
+        parts = urlsplit(dsn)
+        for key, value in parse_qsl(parts.query):
+            if key.lower() == "password" and value:
+                return value
+        return unquote(parts.password) if parts.password else None
+    except ValueError:
+        return None
+
+
+def _env_number(name: str, default: float, *, integer: bool, low: float, high: float) -> Any:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return int(default) if integer else default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise StorageConfigError(f"{name} must be {kind}, got {raw!r}") from None
+    if not low <= value <= high:
+        raise StorageConfigError(f"{name} must be between {low:g} and {high:g}, got {raw!r}")
+    return value
+
+
+def _user_uuid(user_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(user_id))
+    except ValueError:
+        raise ValueError(f"user id must be a uuid, got {user_id!r}") from None
+
+
+def _memory(row: asyncpg.Record) -> Memory:
+    return Memory(
+        category=row["category"],
+        key=row["key"],
+        value=row["value"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        score=float(row.get("score", 0.0)),
+    )
+
+
+def _profile(row: asyncpg.Record) -> Profile:
+    return Profile(
+        id=str(row["id"]),
+        original_identity=row["original_identity"],
+        is_first_login=bool(row["is_first_login"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class PostgresMemoryStore:
+    """`MemoryStore` on PostgreSQL through asyncpg (see module docstring)."""
+
+    name = "postgres"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = DEFAULT_POOL_MIN,
+        max_size: int = DEFAULT_POOL_MAX,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        statement_cache_size: int | None = None,
+        server_settings: dict[str, str] | None = None,
+    ) -> None:
+        """`statement_cache_size=0` is needed behind a transaction-mode pooler (PgBouncer,
+        Supabase's port 6543), which cannot keep prepared statements; `server_settings` are
+        sent at connect time (the tests use `{"role": "service_role"}`)."""
+        if not dsn.startswith(("postgres://", "postgresql://")):
+            raise StorageConfigError(
+                "DATABASE_URL must be a postgresql://user:password@host:port/dbname URL"
+            )
+        if not 0 <= min_size <= max_size or max_size < 1:
+            raise StorageConfigError(
+                f"pool sizes must satisfy 0 <= min <= max and max >= 1, got {min_size}/{max_size}"
+            )
+        if timeout <= 0:
+            raise StorageConfigError(f"the database timeout must be positive, got {timeout}")
+        self._dsn = dsn
+        self._password = _dsn_password(dsn)
+        self.target = redact_dsn(dsn)
+        self.min_size = min_size
+        self.max_size = max_size
+        self.timeout = timeout
+        self._connect_kwargs: dict[str, Any] = {
+            "server_settings": {"application_name": "memory_worker", **(server_settings or {})},
+        }
+        if statement_cache_size is not None:
+            self._connect_kwargs["statement_cache_size"] = statement_cache_size
+        self._pools: dict[asyncio.AbstractEventLoop, asyncpg.Pool] = {}
+        self._creating: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_env(cls) -> PostgresMemoryStore:
+        """The store `DATABASE_URL` (and `DATABASE_POOL_MIN/MAX`, `DATABASE_TIMEOUT_SECONDS`,
+        `DATABASE_STATEMENT_CACHE_SIZE`) describe; nothing connects until the first call."""
+        dsn = os.environ.get("DATABASE_URL", "").strip()
+        if not dsn:
+            raise StorageConfigError("DATABASE_URL is not set")
+        min_size = _env_number(
+            "DATABASE_POOL_MIN", DEFAULT_POOL_MIN, integer=True, low=0, high=1000
+        )
+        max_size = _env_number(
+            "DATABASE_POOL_MAX", max(DEFAULT_POOL_MAX, min_size), integer=True, low=1, high=1000
+        )
+        timeout = _env_number(
+            "DATABASE_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS, integer=False, low=0.05, high=60
+        )
+        cache = os.environ.get("DATABASE_STATEMENT_CACHE_SIZE", "").strip()
+        statement_cache_size = (
+            _env_number("DATABASE_STATEMENT_CACHE_SIZE", 0, integer=True, low=0, high=10000)
+            if cache
+            else None
+        )
+        return cls(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            statement_cache_size=statement_cache_size,
+        )
+
+    def __repr__(self) -> str:
+        return f"PostgresMemoryStore({self.target!r})"
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _pool(self) -> asyncpg.Pool:
+        """This loop's pool, created on first use (one creation per loop at a time)."""
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is not None:
+            return pool
+        with self._lock:
+            creating = self._creating.setdefault(loop, asyncio.Lock())
+        async with creating:
+            pool = self._pools.get(loop)
+            if pool is not None:
+                return pool
+            if self._closed:
+                raise StorageUnavailableError("the Postgres memory store is closed")
+            self._forget_dead_loops()
+            pool = asyncpg.create_pool(
+                self._dsn,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                timeout=self.timeout,  # connect timeout
+                **self._connect_kwargs,
+            )
+            try:
+                await pool
+            except BaseException:
+                pool.terminate()
+                raise
+            with self._lock:
+                self._pools[loop] = pool
+            logger.debug("opened a Postgres pool to %s for loop %#x", self.target, id(loop))
+            return pool
+
+    def _forget_dead_loops(self) -> None:
+        """Drop pools whose loop has closed; their connections cannot be closed politely."""
+        with self._lock:
+            dead = [loop for loop in self._pools if loop.is_closed()]
+            for loop in dead:
+                pool = self._pools.pop(loop)
+                self._creating.pop(loop, None)
+                try:
+                    pool.terminate()
+                except RuntimeError:  # the loop is closed; the sockets go with the objects
+                    pass
+
+    async def _call(self, what: str, method: str, query: str, *args: Any) -> Any:
+        """Run one function call on a pooled connection, within the time budget."""
+        if self._closed:
+            raise StorageUnavailableError("the Postgres memory store is closed")
+        deadline = time.monotonic() + self.timeout
+        try:
+            async with asyncio.timeout(self.timeout + CLEANUP_GRACE_SECONDS):
+                pool = await asyncio.wait_for(self._pool(), deadline - time.monotonic())
+                conn = await pool.acquire(timeout=max(deadline - time.monotonic(), 0.001))
+                healthy = False
+                try:
+                    result = await getattr(conn, method)(
+                        query, *args, timeout=max(deadline - time.monotonic(), 0.001)
+                    )
+                    healthy = True
+                    return result
+                except asyncpg.PostgresError as exc:
+                    # The server answered: the connection is fine unless the error is about it.
+                    healthy = not isinstance(exc, _UNAVAILABLE_ERRORS)
+                    raise
+                finally:
+                    await self._release(pool, conn, healthy)
+        except StorageError:
+            raise
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise self._translate(exc, what) from exc
+
+    @staticmethod
+    async def _release(pool: asyncpg.Pool, conn: Any, healthy: bool) -> None:
+        if not healthy:
+            # Timed out, cancelled or cut off: its state is unknown, never reuse it.
+            conn.terminate()
+        try:
+            await pool.release(conn, timeout=CLEANUP_GRACE_SECONDS)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            conn.terminate()
+
+    def _scrub(self, text: str) -> str:
+        if self._password:
+            text = text.replace(self._password, "***")
+            text = text.replace(quote(self._password, safe=""), "***")
+        return text
+
+    def _translate(self, exc: BaseException, what: str) -> StorageError:
+        detail = self._scrub(f"{type(exc).__name__}: {exc}".rstrip(": "))
+        where = f"the Postgres memory database ({self.target}, from DATABASE_URL)"
+        if isinstance(exc, _SCHEMA_ERRORS):
+            error: StorageError = StorageSchemaError(
+                f"{where} is missing the memory tables or functions while {what} ({detail}); "
+                f"{MIGRATIONS_HINT}"
+            )
+        elif isinstance(exc, _CONFIG_ERRORS):
+            error = StorageConfigError(
+                f"{where} refused {what} ({detail}); check the user, password, database name "
+                "and that the role is the tables' owner or has service_role's rights"
+            )
+        elif isinstance(exc, TimeoutError):
+            error = StorageUnavailableError(
+                f"{where} did not answer within {self.timeout:g} s while {what}; check that the "
+                "server is up and reachable (DATABASE_TIMEOUT_SECONDS sets the limit)"
+            )
+        elif isinstance(exc, _UNAVAILABLE_ERRORS):
+            error = StorageUnavailableError(
+                f"{where} is unavailable while {what} ({detail}); check DATABASE_URL and that "
+                "the server is running and reachable"
+            )
+        else:
+            error = StorageError(f"{where} failed while {what} ({detail})")
+        logger.debug("%s", error)
+        return error
+
+    # -- profiles ---------------------------------------------------------------------------
+
+    async def ensure_profile(self, user_id: str, identity: str | None) -> tuple[Profile, bool]:
+        row = await self._call(
+            "ensuring a profile",
+            "fetchrow",
+            "SELECT * FROM public.memory_ensure_profile($1, $2)",
+            _user_uuid(user_id),
+            identity,
+        )
+        if row is None:  # deleted again between the insert and the read
+            raise StorageError(f"profile {user_id} was deleted while it was being created")
+        return _profile(row), bool(row["created"])
+
+    async def get_profile(self, user_id: str) -> Profile | None:
+        row = await self._call(
+            "reading a profile",
+            "fetchrow",
+            "SELECT * FROM public.memory_get_profile($1)",
+            _user_uuid(user_id),
+        )
+        return _profile(row) if row is not None else None
+
+    async def complete_first_login(self, user_id: str) -> bool:
+        flipped = await self._call(
+            "completing the first login",
+            "fetchval",
+            "SELECT public.memory_complete_first_login($1)",
+            _user_uuid(user_id),
+        )
+        return bool(flipped)
+
+    # -- memories ---------------------------------------------------------------------------
+
+    async def upsert_memory(
+        self, user_id: str, category: str, key: str, value: str, identity: str | None = None
+    ) -> None:
+        await self._call(
+            "storing a memory",
+            "execute",
+            "SELECT public.memory_upsert($1, $2, $3, $4, $5)",
+            _user_uuid(user_id),
+            category,
+            key,
+            value,
+            identity,
+        )
+
+    async def get_memory(self, user_id: str, category: str, key: str) -> str | None:
+        value: str | None = await self._call(
+            "reading a memory",
+            "fetchval",
+            "SELECT public.memory_get($1, $2, $3)",
+            _user_uuid(user_id),
+            category,
+            key,
+        )
+        return value
+
+    async def search_memories(self, user_id: str, query: str, limit: int) -> list[Memory]:
+        rows = await self._call(
+            "searching memories",
+            "fetch",
+            "SELECT * FROM public.memory_search($1, $2, $3)",
+            _user_uuid(user_id),
+            query.replace("\x00", " "),  # Postgres text cannot hold NUL; it is no word anyway
+            limit,
+        )
+        return [_memory(r) for r in rows]
+
+    async def list_memories(self, user_id: str) -> list[Memory]:
+        rows = await self._call(
+            "listing memories",
+            "fetch",
+            "SELECT * FROM public.memory_list($1)",
+            _user_uuid(user_id),
+        )
+        return [_memory(r) for r in rows]
+
+    async def delete_memory(self, user_id: str, category: str, key: str) -> bool:
+        deleted = await self._call(
+            "deleting a memory",
+            "fetchval",
+            "SELECT public.memory_delete($1, $2, $3)",
+            _user_uuid(user_id),
+            category,
+            key,
+        )
+        return bool(deleted)
+
+    async def delete_user(self, user_id: str) -> int:
+        deleted = await self._call(
+            "deleting a user",
+            "fetchval",
+            "SELECT public.memory_delete_user($1)",
+            _user_uuid(user_id),
+        )
+        return int(deleted or 0)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close every pool: this loop's directly, other live loops' on their own loop."""
+        self._closed = True
+        with self._lock:
+            pools = list(self._pools.items())
+            self._pools.clear()
+            self._creating.clear()
+        current = asyncio.get_running_loop()
+        for loop, pool in pools:
+            try:
+                if loop is current:
+                    await asyncio.wait_for(pool.close(), self.timeout)
+                elif loop.is_running():
+                    future = asyncio.run_coroutine_threadsafe(pool.close(), loop)
+                    await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+                else:
+                    pool.terminate()
+            except (TimeoutError, RuntimeError, OSError, asyncpg.InterfaceError) as exc:
+                logger.debug("closing a Postgres pool failed (%s); terminating it", exc)
+                _terminate_on(loop, pool, current)
+
+
+def _terminate_on(
+    loop: asyncio.AbstractEventLoop, pool: asyncpg.Pool, current: asyncio.AbstractEventLoop
+) -> None:
+    """Abort a pool's connections from the thread of the loop that owns them."""
+    try:
+        if loop is current or not loop.is_running():
+            pool.terminate()
+        else:
+            loop.call_soon_threadsafe(pool.terminate)
+    except RuntimeError:  # its loop is closed: the sockets go away with the objects
+        pass

@@ -1,0 +1,610 @@
+"""The hosted store: the memory functions of a Supabase project, called through supabase-py.
+
+Every operation is one RPC to a `memory_*` SQL function (see `supabase/migrations`), so each
+is a single round trip and a single transaction on the server; the tables themselves are never
+exposed. The functions run as the caller and are granted to `service_role` only, and row-level
+security admits no other role: the worker needs the service-role key.
+
+Why the details below matter on a voice turn:
+
+- Only supabase-py's *async* client is used. Its sync client blocks the event loop, i.e. every
+  session on the loop, for as long as the network takes.
+- supabase-py's own PostgREST timeout is 120 s and it retries only GETs. Here every operation
+  has one time budget (`SUPABASE_TIMEOUT_SECONDS`, default 2 s) that covers its retries too:
+  transient failures (connection errors, timeouts, HTTP 5xx, 408, 429) are retried with a
+  short jittered exponential backoff while the budget lasts, then `StorageUnavailableError`.
+- An `httpx.AsyncClient` belongs to the event loop it first ran on, and this process has more
+  than one loop (the sessions' loop and the sync bridge's loop thread; tests use many), so
+  the client is created lazily, once per running loop.
+- The API key is a secret: it is never logged nor put into an error message. HTTP/1.1 is used
+  on purpose: under HTTP/2, `hpack` logs header values (the `apikey` header too) at DEBUG.
+  Redirects are not followed, so the key is never sent to another host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextvars
+import json
+import logging
+import os
+import random
+import threading
+import weakref
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+from postgrest.exceptions import APIError
+from supabase._async.client import SupabaseException
+
+from memory_types import Memory, Profile
+from storage.errors import (
+    StorageConfigError,
+    StorageError,
+    StorageSchemaError,
+    StorageUnavailableError,
+)
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
+
+logger = logging.getLogger("memory_worker.storage.supabase")
+
+SERVICE_KEY_ENV = "SUPABASE_SERVICE_ROLE_KEY"
+ANON_KEY_ENV = "SUPABASE_ANON_KEY"
+URL_ENV = "SUPABASE_URL"
+TIMEOUT_ENV = "SUPABASE_TIMEOUT_SECONDS"
+
+DEFAULT_TIMEOUT_S = 2.0
+DEFAULT_MAX_ATTEMPTS = 4
+BACKOFF_BASE_S = 0.05
+BACKOFF_MAX_S = 0.5
+REDACTED = "[redacted]"
+
+DB_PUSH_HINT = (
+    "apply the project's migrations to the Supabase database: run `supabase db push` "
+    "(or paste supabase/migrations/*.sql into the SQL editor)"
+)
+SERVICE_KEY_HINT = (
+    f"set {SERVICE_KEY_ENV} to the project's service_role key "
+    "(Supabase dashboard: Project Settings > API)"
+)
+
+# SQLSTATEs and PostgREST codes that say "try again": connection trouble, lack of resources,
+# a pool timeout, a serialization failure or deadlock, a cancelled statement.
+_TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "40001", "40P01", "55P03"}
+_TRANSIENT_CLASSES = ("08", "53", "57")
+_TRANSIENT_STATUS = {408, 429}
+# The function or a table it uses is missing, or its signature is not the one we call.
+_SCHEMA_CODES = {"PGRST202", "PGRST203", "PGRST205", "42883", "42P01", "42703", "3F000"}
+
+# The status of the HTTP response an attempt got, recorded by an httpx response hook:
+# supabase-py's APIError carries the error body but not the status code.
+_attempt_status: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "supabase_attempt_status", default=None
+)
+
+
+async def _record_status(response: httpx.Response) -> None:
+    statuses = _attempt_status.get()
+    if statuses is not None:
+        statuses.append(response.status_code)
+
+
+def key_role(key: str) -> str | None:
+    """The role a Supabase API key grants, read from the key itself; None if unknown.
+
+    Only for diagnostics (the server verifies the key): legacy keys are JWTs with a `role`
+    claim, new-style keys say what they are in their prefix.
+    """
+    if key.startswith("sb_secret_"):
+        return "service_role"
+    if key.startswith("sb_publishable_"):
+        return "anon"
+    parts = key.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        role = json.loads(payload).get("role")
+    except (binascii.Error, ValueError, AttributeError):
+        return None
+    return role if isinstance(role, str) else None
+
+
+def timeout_from_env() -> float:
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 600:  # also rejects nan and inf
+        raise StorageConfigError(
+            f"{TIMEOUT_ENV} must be a number of seconds between 0 and 600, e.g. 2"
+        )
+    return value
+
+
+def check_supabase_url(url: str) -> str:
+    """The project URL without a trailing slash; `StorageConfigError` if it is not usable."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("https", "http") or not parsed.netloc:
+        raise StorageConfigError(
+            f"{URL_ENV} must be the project URL starting with https://, "
+            "e.g. https://<project-ref>.supabase.co"
+        )
+    if parsed.query or parsed.fragment or parsed.path.rstrip("/").endswith("/rest/v1"):
+        raise StorageConfigError(
+            f"{URL_ENV} must be the project's base URL (https://<project-ref>.supabase.co), "
+            "without /rest/v1, a query or a fragment"
+        )
+    return url.rstrip("/")
+
+
+@dataclass(slots=True)
+class _LoopClient:
+    client: AsyncClient
+    http: httpx.AsyncClient
+    owns_http: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """One failed attempt: whether to try again, and the error to raise if not."""
+
+    transient: bool
+    error: StorageError
+    cause: BaseException
+    summary: str
+
+
+class SupabaseMemoryStore:
+    """`MemoryStore` on a Supabase project's `memory_*` functions (see module docstring)."""
+
+    name = "supabase"
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        *,
+        key_variable: str = SERVICE_KEY_ENV,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        schema: str = "public",
+        transport: httpx.AsyncBaseTransport | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        """`transport` (a fresh `httpx.AsyncClient` per loop uses it) or `http_client` (used
+        as is, on whichever loop it belongs to, and not closed here) replace the network;
+        tests use them. `key_variable` names where the key came from, for error messages.
+        """
+        if not key or not key.strip():
+            raise StorageConfigError(f"{key_variable} is empty; {SERVICE_KEY_HINT}")
+        if transport is not None and http_client is not None:
+            raise ValueError("pass either transport or http_client, not both")
+        self.url = check_supabase_url(url)
+        self._key = key
+        self.key_variable = key_variable
+        self.key_role = key_role(key)
+        self.timeout = float(timeout)
+        self.max_attempts = max(1, int(max_attempts))
+        self.schema = schema
+        self._transport = transport
+        self._http_client = http_client
+        if http_client is not None:
+            hooks = http_client.event_hooks
+            if _record_status not in hooks["response"]:
+                hooks["response"] = [*hooks["response"], _record_status]
+                http_client.event_hooks = hooks
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._creating: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+        self._closed = False
+        self._warn_if_not_service_role()
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> SupabaseMemoryStore:
+        """The store the environment describes, as in the design summary.
+
+        `SUPABASE_URL` is required. The key is `SUPABASE_SERVICE_ROLE_KEY`, or else
+        `SUPABASE_ANON_KEY` (which row-level security refuses; a warning says so at start-up).
+        """
+        raw_url = os.environ.get(URL_ENV, "").strip()
+        if not raw_url:
+            raise StorageConfigError(
+                f"{URL_ENV} is not set: set it to the project URL, "
+                "e.g. https://<project-ref>.supabase.co"
+            )
+        url = check_supabase_url(raw_url)
+        service_key = os.environ.get(SERVICE_KEY_ENV, "").strip()
+        anon_key = os.environ.get(ANON_KEY_ENV, "").strip()
+        if service_key:
+            key, variable = service_key, SERVICE_KEY_ENV
+        elif anon_key:
+            key, variable = anon_key, ANON_KEY_ENV
+        else:
+            raise StorageConfigError(
+                f"{URL_ENV} is set but neither {SERVICE_KEY_ENV} nor {ANON_KEY_ENV} is; "
+                f"{SERVICE_KEY_HINT}"
+            )
+        if any(c.isspace() or not c.isprintable() or not c.isascii() for c in key):
+            raise StorageConfigError(
+                f"{variable} is malformed (it contains spaces or non-ASCII characters); "
+                "copy the key again from Project Settings > API"
+            )
+        kwargs.setdefault("timeout", timeout_from_env())
+        return cls(url, key, key_variable=variable, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"SupabaseMemoryStore(url={self.url!r}, key_variable={self.key_variable!r}, "
+            f"key_role={self.key_role!r})"
+        )
+
+    def _warn_if_not_service_role(self) -> None:
+        if self.key_role == "service_role":
+            return
+        if self.key_variable == ANON_KEY_ENV or self.key_role == "anon":
+            source = (
+                f"{ANON_KEY_ENV} (the anon key)"
+                if self.key_variable == ANON_KEY_ENV
+                else f"{self.key_variable}, which holds an anon key"
+            )
+            logger.warning(
+                "Supabase memory store is using %s: row-level security will refuse the "
+                "worker's memory reads and writes (nothing will be remembered). To fix: %s.",
+                source,
+                SERVICE_KEY_HINT,
+            )
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _client(self) -> AsyncClient:
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(loop)
+        if entry is not None:
+            return entry.client
+        with self._lock:
+            creating = self._creating.setdefault(loop, asyncio.Lock())
+        async with creating:
+            entry = self._clients.get(loop)
+            if entry is None:
+                entry = await self._new_client()
+                with self._lock:
+                    self._clients[loop] = entry
+        return entry.client
+
+    async def _new_client(self) -> _LoopClient:
+        if self._http_client is not None:
+            http, owns = self._http_client, False
+        else:
+            http = httpx.AsyncClient(
+                transport=self._transport,
+                timeout=httpx.Timeout(self.timeout),
+                limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+                http2=False,
+                follow_redirects=False,
+                event_hooks={"response": [_record_status]},
+            )
+            owns = True
+        options = AsyncClientOptions(
+            schema=self.schema,
+            httpx_client=http,
+            postgrest_client_timeout=self.timeout,
+            postgrest_client_retry=False,  # retries are ours, inside the time budget
+            auto_refresh_token=False,
+            persist_session=False,
+        )
+        try:
+            client = await acreate_client(self.url, self._key, options=options)
+        except SupabaseException as exc:
+            if owns:
+                await http.aclose()
+            raise StorageConfigError(
+                f"supabase-py rejected the settings ({self._redact(exc.message)}); "
+                f"check {URL_ENV} and {self.key_variable}"
+            ) from None
+        return _LoopClient(client=client, http=http, owns_http=owns)
+
+    def _redact(self, text: object) -> str:
+        return str(text).replace(self._key, REDACTED)
+
+    def _leaks_key(self, exc: BaseException | None) -> bool:
+        seen: set[int] = set()
+        while exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            if self._key in str(exc) or self._key in repr(exc):
+                return True
+            exc = exc.__cause__ or exc.__context__
+        return False
+
+    async def _rpc(self, fn: str, params: dict[str, Any]) -> Any:
+        """Call `fn` with `params` as named arguments, retrying transient failures."""
+        if self._closed:
+            raise StorageUnavailableError("the Supabase memory store is closed")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            statuses: list[int] = []
+            token = _attempt_status.set(statuses)
+            try:
+                async with asyncio.timeout(max(deadline - loop.time(), 0.0)):
+                    client = await self._client()
+                    response = await client.rpc(fn, params).execute()
+                return response.data
+            except APIError as exc:
+                failure = self._api_failure(fn, exc, statuses[-1] if statuses else None)
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                failure = _Failure(
+                    transient=True,
+                    error=StorageUnavailableError(
+                        f"Supabase did not answer {fn} within the {self.timeout:g} s budget "
+                        f"({TIMEOUT_ENV}); the project may be paused, overloaded or "
+                        "unreachable from this worker"
+                    ),
+                    cause=exc,
+                    summary="timed out",
+                )
+            except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                failure = _Failure(
+                    transient=True,
+                    error=StorageUnavailableError(
+                        f"cannot reach Supabase at {self.url} for {fn} "
+                        f"({type(exc).__name__}: {self._redact(exc)}); check the network "
+                        f"and {URL_ENV}"
+                    ),
+                    cause=exc,
+                    summary=type(exc).__name__,
+                )
+            except httpx.HTTPError as exc:
+                failure = _Failure(
+                    transient=False,
+                    error=StorageError(
+                        f"the request to Supabase for {fn} failed "
+                        f"({type(exc).__name__}: {self._redact(exc)}); check {URL_ENV}"
+                    ),
+                    cause=exc,
+                    summary=type(exc).__name__,
+                )
+            finally:
+                _attempt_status.reset(token)
+
+            delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+            delay *= random.uniform(0.5, 1.0)
+            if (
+                not failure.transient
+                or attempt >= self.max_attempts
+                or loop.time() + delay >= deadline
+            ):
+                if failure.transient:
+                    logger.debug(
+                        "%s failed after %d attempt(s): %s", fn, attempt, failure.summary
+                    )
+                raise failure.error from (
+                    None if self._leaks_key(failure.cause) else failure.cause
+                )
+            logger.debug(
+                "%s attempt %d failed (%s); retrying in %.0f ms",
+                fn,
+                attempt,
+                failure.summary,
+                delay * 1000,
+            )
+            await asyncio.sleep(delay)
+
+    def _api_failure(self, fn: str, exc: APIError, status: int | None) -> _Failure:
+        code = exc.code or ""
+        if status is None and code.isdigit():
+            status = int(code)
+        detail = self._redact(
+            " ".join(str(part) for part in (code, exc.message) if part) or "no details"
+        )
+        summary = f"HTTP {status} {code}".strip() if status else code or "error"
+        if (
+            status is not None and (status >= 500 or status in _TRANSIENT_STATUS)
+        ) or code in _TRANSIENT_CODES or code[:2] in _TRANSIENT_CLASSES:
+            return _Failure(
+                transient=True,
+                error=StorageUnavailableError(
+                    f"Supabase could not run {fn} right now ({summary}: {detail}); "
+                    "the project may be restarting, paused or overloaded"
+                ),
+                cause=exc,
+                summary=summary,
+            )
+        if status in (401, 403) or code == "42501" or code.startswith("PGRST3"):
+            return _Failure(False, self._permission_error(fn, code, detail), exc, summary)
+        if code in _SCHEMA_CODES or status == 404:
+            return _Failure(
+                transient=False,
+                error=StorageSchemaError(
+                    f"the Supabase database has no usable {fn} function ({detail}); "
+                    f"{DB_PUSH_HINT}. If the migrations are applied, check that {URL_ENV} "
+                    "points at this project"
+                ),
+                cause=exc,
+                summary=summary,
+            )
+        return _Failure(
+            transient=False,
+            error=StorageError(f"Supabase refused {fn} ({summary}: {detail})"),
+            cause=exc,
+            summary=summary,
+        )
+
+    def _permission_error(self, fn: str, code: str, detail: str) -> StorageError:
+        if self.key_role == "anon" or (
+            self.key_role is None and self.key_variable == ANON_KEY_ENV
+        ):
+            return StorageError(
+                f"Supabase refused {fn} ({detail}): the worker is using the anon key "
+                f"(from {self.key_variable}), and row-level security and the memory "
+                f"functions' grants admit only the service role. To fix: {SERVICE_KEY_HINT}"
+            )
+        if code == "42501":
+            return StorageError(
+                f"Supabase refused {fn} to the service role ({detail}): the memory "
+                f"functions' grants are missing or out of date; {DB_PUSH_HINT}"
+            )
+        return StorageError(
+            f"Supabase did not accept the key in {self.key_variable} for {fn} ({detail}): "
+            f"it is invalid, expired or from another project. To fix: {SERVICE_KEY_HINT}"
+        )
+
+    # -- profiles ---------------------------------------------------------------------------
+
+    async def ensure_profile(self, user_id: str, identity: str | None) -> tuple[Profile, bool]:
+        rows = _rows(
+            "memory_ensure_profile",
+            await self._rpc(
+                "memory_ensure_profile", {"p_user_id": user_id, "p_identity": identity}
+            ),
+        )
+        if len(rows) != 1:
+            raise _shape_error("memory_ensure_profile", f"{len(rows)} rows instead of one")
+        return _profile(rows[0]), bool(rows[0].get("created"))
+
+    async def get_profile(self, user_id: str) -> Profile | None:
+        rows = _rows(
+            "memory_get_profile",
+            await self._rpc("memory_get_profile", {"p_user_id": user_id}),
+        )
+        return _profile(rows[0]) if rows else None
+
+    async def complete_first_login(self, user_id: str) -> bool:
+        result = await self._rpc("memory_complete_first_login", {"p_user_id": user_id})
+        return _scalar("memory_complete_first_login", result, bool)
+
+    # -- memories ---------------------------------------------------------------------------
+
+    async def upsert_memory(
+        self, user_id: str, category: str, key: str, value: str, identity: str | None = None
+    ) -> None:
+        await self._rpc(
+            "memory_upsert",
+            {
+                "p_user_id": user_id,
+                "p_category": category,
+                "p_key": key,
+                "p_value": value,
+                "p_identity": identity,
+            },
+        )
+
+    async def get_memory(self, user_id: str, category: str, key: str) -> str | None:
+        result = await self._rpc(
+            "memory_get", {"p_user_id": user_id, "p_category": category, "p_key": key}
+        )
+        return None if result is None else _scalar("memory_get", result, str)
+
+    async def search_memories(self, user_id: str, query: str, limit: int) -> list[Memory]:
+        rows = _rows(
+            "memory_search",
+            await self._rpc(
+                "memory_search", {"p_user_id": user_id, "p_query": query, "p_limit": limit}
+            ),
+        )
+        return [_memory(row, "memory_search") for row in rows]
+
+    async def list_memories(self, user_id: str) -> list[Memory]:
+        rows = _rows("memory_list", await self._rpc("memory_list", {"p_user_id": user_id}))
+        return [_memory(row, "memory_list") for row in rows]
+
+    async def delete_memory(self, user_id: str, category: str, key: str) -> bool:
+        result = await self._rpc(
+            "memory_delete", {"p_user_id": user_id, "p_category": category, "p_key": key}
+        )
+        return _scalar("memory_delete", result, bool)
+
+    async def delete_user(self, user_id: str) -> int:
+        result = await self._rpc("memory_delete_user", {"p_user_id": user_id})
+        return _scalar("memory_delete_user", result, int)
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients this store opened, on whichever loop each belongs to.
+
+        A client whose loop has already stopped is dropped: its connections went with it.
+        """
+        self._closed = True
+        with self._lock:
+            entries = list(self._clients.items())
+            self._clients.clear()
+            self._creating.clear()
+        current = asyncio.get_running_loop()
+        for loop, entry in entries:
+            if not entry.owns_http:
+                continue
+            if loop is current:
+                await entry.http.aclose()
+            elif loop.is_running() and not loop.is_closed():
+                future = asyncio.run_coroutine_threadsafe(entry.http.aclose(), loop)
+                try:
+                    await asyncio.wait_for(asyncio.wrap_future(future), timeout=2.0)
+                except (TimeoutError, RuntimeError, httpx.HTTPError) as exc:
+                    logger.debug("could not close a Supabase client on another loop: %s", exc)
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+
+def _shape_error(fn: str, what: str) -> StorageSchemaError:
+    return StorageSchemaError(
+        f"the Supabase function {fn} returned {what}, not what this worker expects; "
+        f"the database functions are out of date: {DB_PUSH_HINT}"
+    )
+
+
+def _rows(fn: str, data: Any) -> list[dict[str, Any]]:
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise _shape_error(fn, f"a {type(data).__name__}")
+    return data
+
+
+def _scalar(fn: str, data: Any, kind: type) -> Any:
+    # bool is an int in Python; an integer result must not be accepted as a boolean or back.
+    if not isinstance(data, kind) or (kind is int and isinstance(data, bool)):
+        raise _shape_error(fn, f"a {type(data).__name__} instead of a {kind.__name__}")
+    return data
+
+
+def _ts(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _profile(row: dict[str, Any]) -> Profile:
+    try:
+        return Profile(
+            id=str(row["id"]),
+            original_identity=row.get("original_identity"),
+            is_first_login=bool(row["is_first_login"]),
+            created_at=_ts(row.get("created_at")),
+            updated_at=_ts(row.get("updated_at")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _shape_error("a profile function", f"a malformed row ({exc!r})") from None
+
+
+def _memory(row: dict[str, Any], fn: str) -> Memory:
+    try:
+        return Memory(
+            category=row["category"],
+            key=row["key"],
+            value=row["value"],
+            created_at=_ts(row.get("created_at")),
+            updated_at=_ts(row.get("updated_at")),
+            score=float(row.get("score") or 0.0),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _shape_error(fn, f"a malformed row ({exc!r})") from None

@@ -10,9 +10,9 @@ migrations first (`supabase db push`, or each `supabase/migrations/*.sql` file i
 row-level security is on with no policies, so any other role sees no rows at all.
 
 The voice turn waits on some of these calls, so nothing here may hang: every operation
-(including connecting) gives up after `DATABASE_TIMEOUT_SECONDS` (default 2 s; a stuck
-connection gets at most half a second more to be torn down) and raises
-`StorageUnavailableError`. asyncpg pools belong to the event loop that created them, and this
+(including opening the pool and connecting) gives up after `DATABASE_TIMEOUT_SECONDS`
+(default 2 s) and raises `StorageUnavailableError`; a query cut off that way is cancelled
+on the server as well. asyncpg pools belong to the event loop that created them, and this
 process runs more than one loop (the agent's, and the sync bridge's thread), so the store
 keeps one lazily created pool per running loop.
 """
@@ -44,7 +44,8 @@ logger = logging.getLogger("memory_worker.storage.postgres")
 DEFAULT_TIMEOUT_SECONDS = 2.0
 DEFAULT_POOL_MIN = 1
 DEFAULT_POOL_MAX = 10
-# Time a failed operation may take beyond its budget to hand its connection back.
+# How long handing a connection back (resetting it, or waiting for a cancelled query to
+# stop) may take before the connection is closed instead.
 CLEANUP_GRACE_SECONDS = 0.5
 MIGRATIONS_HINT = (
     "apply the migrations in supabase/migrations/ (`supabase db push`, or each "
@@ -193,6 +194,7 @@ class PostgresMemoryStore:
         self._pools: dict[asyncio.AbstractEventLoop, asyncpg.Pool] = {}
         self._creating: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self._lock = threading.Lock()
+        self._releasing: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @classmethod
@@ -275,41 +277,51 @@ class PostgresMemoryStore:
                     pass
 
     async def _call(self, what: str, method: str, query: str, *args: Any) -> Any:
-        """Run one function call on a pooled connection, within the time budget."""
+        """Run one function call on a pooled connection, within the time budget.
+
+        Getting a connection (opening the pool, connecting) and running the query share one
+        budget of `timeout` seconds. A query still running at the deadline is cancelled on
+        the server too (asyncpg sends a cancel request), so a write the caller was told had
+        failed cannot land later; the pool waits for that cancel in the background, not the
+        caller.
+        """
         if self._closed:
             raise StorageUnavailableError("the Postgres memory store is closed")
         deadline = time.monotonic() + self.timeout
         try:
-            async with asyncio.timeout(self.timeout + CLEANUP_GRACE_SECONDS):
-                pool = await asyncio.wait_for(self._pool(), deadline - time.monotonic())
-                conn = await pool.acquire(timeout=max(deadline - time.monotonic(), 0.001))
-                healthy = False
-                try:
-                    result = await getattr(conn, method)(
-                        query, *args, timeout=max(deadline - time.monotonic(), 0.001)
-                    )
-                    healthy = True
-                    return result
-                except asyncpg.PostgresError as exc:
-                    # The server answered: the connection is fine unless the error is about it.
-                    healthy = not isinstance(exc, _UNAVAILABLE_ERRORS)
-                    raise
-                finally:
-                    await self._release(pool, conn, healthy)
+            async with asyncio.timeout(self.timeout):
+                pool = await self._pool()
+                conn = await pool.acquire()
+            try:
+                result = await getattr(conn, method)(
+                    query, *args, timeout=max(deadline - time.monotonic(), 0.001)
+                )
+            except asyncpg.PostgresError:
+                await self._release(pool, conn)  # the server answered: the connection is fine
+                raise
+            except BaseException:  # timed out, cancelled by the caller, or cut off
+                self._release_in_background(pool, conn)
+                raise
+            await self._release(pool, conn)
+            return result
         except StorageError:
             raise
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             raise self._translate(exc, what) from exc
 
     @staticmethod
-    async def _release(pool: asyncpg.Pool, conn: Any, healthy: bool) -> None:
-        if not healthy:
-            # Timed out, cancelled or cut off: its state is unknown, never reuse it.
-            conn.terminate()
+    async def _release(pool: asyncpg.Pool, conn: Any) -> None:
+        """Hand the connection back; one that cannot be reset in time is closed instead."""
         try:
             await pool.release(conn, timeout=CLEANUP_GRACE_SECONDS)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            logger.debug("dropping a Postgres connection that could not be reset (%s)", exc)
             conn.terminate()
+
+    def _release_in_background(self, pool: asyncpg.Pool, conn: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._release(pool, conn))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     def _scrub(self, text: str) -> str:
         if self._password:
@@ -445,6 +457,22 @@ class PostgresMemoryStore:
         return int(deleted or 0)
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    async def close_loop_pool(self) -> None:
+        """Close the running loop's pool (call before closing a loop that used the store).
+
+        The store stays usable: a later call on any loop opens a new pool for it.
+        """
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            pool = self._pools.pop(loop, None)
+            self._creating.pop(loop, None)
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), self.timeout)
+            except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
+                logger.debug("closing a Postgres pool failed (%s); terminating it", exc)
+                pool.terminate()
 
     async def aclose(self) -> None:
         """Close every pool: this loop's directly, other live loops' on their own loop."""

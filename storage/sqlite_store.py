@@ -14,6 +14,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,27 @@ def fts_match_expression(user_id: str, query: str) -> str | None:
     if not terms:
         return None
     return f'user_tok:"u{uuid.UUID(user_id).hex}" AND ({" OR ".join(terms)})'
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode, waiting out other connections doing the same.
+
+    Switching a new file to WAL takes an exclusive lock, and when two connections switch it
+    at the same moment SQLite answers "database is locked" at once instead of waiting for the
+    busy timeout (deadlock avoidance). So the first concurrent sessions on a fresh file, or
+    several workers starting together, would fail; retry within the busy timeout instead.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _now() -> str:
@@ -117,10 +139,12 @@ class SQLiteMemoryStore:
             )
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
         except (sqlite3.Error, OSError) as exc:
+            if conn is not None:
+                conn.close()
             raise StorageUnavailableError(
                 f"cannot open the SQLite memory database at {self.path}: {exc}. "
                 "Set MEMORY_SQLITE_PATH to a file in a writable directory."

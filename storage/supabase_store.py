@@ -32,6 +32,7 @@ import logging
 import os
 import random
 import threading
+import uuid
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,7 @@ from urllib.parse import urlparse
 
 import httpx
 from postgrest.exceptions import APIError
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
 from supabase._async.client import SupabaseException
 
 from memory_types import Memory, Profile
@@ -49,7 +51,6 @@ from storage.errors import (
     StorageSchemaError,
     StorageUnavailableError,
 )
-from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 logger = logging.getLogger("memory_worker.storage.supabase")
 
@@ -300,7 +301,6 @@ class SupabaseMemoryStore:
         options = AsyncClientOptions(
             schema=self.schema,
             httpx_client=http,
-            postgrest_client_timeout=self.timeout,
             postgrest_client_retry=False,  # retries are ours, inside the time budget
             auto_refresh_token=False,
             persist_session=False,
@@ -329,7 +329,14 @@ class SupabaseMemoryStore:
         return False
 
     async def _rpc(self, fn: str, params: dict[str, Any]) -> Any:
-        """Call `fn` with `params` as named arguments, retrying transient failures."""
+        """Call `fn` with `params` as named arguments, retrying transient failures.
+
+        Retrying is safe for the database: every function is an upsert, a read, or a delete
+        or flag flip that is a no-op the second time. Only a return value can be off after an
+        ambiguous failure (a timeout after the server committed): a retried
+        `complete_first_login` or `delete_*` then reports False/0 for work the first attempt
+        did. That is the price of not failing a voice turn on one dropped response.
+        """
         if self._closed:
             raise StorageUnavailableError("the Supabase memory store is closed")
         loop = asyncio.get_running_loop()
@@ -444,21 +451,23 @@ class SupabaseMemoryStore:
             summary=summary,
         )
 
-    def _permission_error(self, fn: str, code: str, detail: str) -> StorageError:
+    def _permission_error(self, fn: str, code: str, detail: str) -> StorageConfigError:
+        """A refusal is a configuration problem (the wrong key, missing grants), as in the
+        Postgres backend; retrying cannot help, so it is not `StorageUnavailableError`."""
         if self.key_role == "anon" or (
             self.key_role is None and self.key_variable == ANON_KEY_ENV
         ):
-            return StorageError(
+            return StorageConfigError(
                 f"Supabase refused {fn} ({detail}): the worker is using the anon key "
                 f"(from {self.key_variable}), and row-level security and the memory "
                 f"functions' grants admit only the service role. To fix: {SERVICE_KEY_HINT}"
             )
         if code == "42501":
-            return StorageError(
+            return StorageConfigError(
                 f"Supabase refused {fn} to the service role ({detail}): the memory "
                 f"functions' grants are missing or out of date; {DB_PUSH_HINT}"
             )
-        return StorageError(
+        return StorageConfigError(
             f"Supabase did not accept the key in {self.key_variable} for {fn} ({detail}): "
             f"it is invalid, expired or from another project. To fix: {SERVICE_KEY_HINT}"
         )
@@ -466,71 +475,58 @@ class SupabaseMemoryStore:
     # -- profiles ---------------------------------------------------------------------------
 
     async def ensure_profile(self, user_id: str, identity: str | None) -> tuple[Profile, bool]:
-        rows = _rows(
-            "memory_ensure_profile",
-            await self._rpc(
-                "memory_ensure_profile", {"p_user_id": user_id, "p_identity": identity}
-            ),
-        )
+        fn = "memory_ensure_profile"
+        params = {"p_user_id": _user_id(user_id), "p_identity": identity}
+        rows = _rows(fn, await self._rpc(fn, params))
         if len(rows) != 1:
-            raise _shape_error("memory_ensure_profile", f"{len(rows)} rows instead of one")
-        return _profile(rows[0]), bool(rows[0].get("created"))
+            raise _shape_error(fn, f"{len(rows)} rows instead of one")
+        return _profile(rows[0], fn), bool(rows[0].get("created"))
 
     async def get_profile(self, user_id: str) -> Profile | None:
-        rows = _rows(
-            "memory_get_profile",
-            await self._rpc("memory_get_profile", {"p_user_id": user_id}),
-        )
-        return _profile(rows[0]) if rows else None
+        fn = "memory_get_profile"
+        rows = _rows(fn, await self._rpc(fn, {"p_user_id": _user_id(user_id)}))
+        return _profile(rows[0], fn) if rows else None
 
     async def complete_first_login(self, user_id: str) -> bool:
-        result = await self._rpc("memory_complete_first_login", {"p_user_id": user_id})
-        return _scalar("memory_complete_first_login", result, bool)
+        fn = "memory_complete_first_login"
+        return _scalar(fn, await self._rpc(fn, {"p_user_id": _user_id(user_id)}), bool)
 
     # -- memories ---------------------------------------------------------------------------
 
     async def upsert_memory(
         self, user_id: str, category: str, key: str, value: str, identity: str | None = None
     ) -> None:
-        await self._rpc(
-            "memory_upsert",
-            {
-                "p_user_id": user_id,
-                "p_category": category,
-                "p_key": key,
-                "p_value": value,
-                "p_identity": identity,
-            },
-        )
+        params = {
+            "p_user_id": _user_id(user_id),
+            "p_category": category,
+            "p_key": key,
+            "p_value": value,
+            "p_identity": identity,
+        }
+        await self._rpc("memory_upsert", params)
 
     async def get_memory(self, user_id: str, category: str, key: str) -> str | None:
-        result = await self._rpc(
-            "memory_get", {"p_user_id": user_id, "p_category": category, "p_key": key}
-        )
+        params = {"p_user_id": _user_id(user_id), "p_category": category, "p_key": key}
+        result = await self._rpc("memory_get", params)
         return None if result is None else _scalar("memory_get", result, str)
 
     async def search_memories(self, user_id: str, query: str, limit: int) -> list[Memory]:
-        rows = _rows(
-            "memory_search",
-            await self._rpc(
-                "memory_search", {"p_user_id": user_id, "p_query": query, "p_limit": limit}
-            ),
-        )
+        params = {"p_user_id": _user_id(user_id), "p_query": query, "p_limit": limit}
+        rows = _rows("memory_search", await self._rpc("memory_search", params))
         return [_memory(row, "memory_search") for row in rows]
 
     async def list_memories(self, user_id: str) -> list[Memory]:
-        rows = _rows("memory_list", await self._rpc("memory_list", {"p_user_id": user_id}))
+        params = {"p_user_id": _user_id(user_id)}
+        rows = _rows("memory_list", await self._rpc("memory_list", params))
         return [_memory(row, "memory_list") for row in rows]
 
     async def delete_memory(self, user_id: str, category: str, key: str) -> bool:
-        result = await self._rpc(
-            "memory_delete", {"p_user_id": user_id, "p_category": category, "p_key": key}
-        )
-        return _scalar("memory_delete", result, bool)
+        params = {"p_user_id": _user_id(user_id), "p_category": category, "p_key": key}
+        return _scalar("memory_delete", await self._rpc("memory_delete", params), bool)
 
     async def delete_user(self, user_id: str) -> int:
-        result = await self._rpc("memory_delete_user", {"p_user_id": user_id})
-        return _scalar("memory_delete_user", result, int)
+        params = {"p_user_id": _user_id(user_id)}
+        return _scalar("memory_delete_user", await self._rpc("memory_delete_user", params), int)
 
     async def aclose(self) -> None:
         """Close the HTTP clients this store opened, on whichever loop each belongs to.
@@ -556,7 +552,15 @@ class SupabaseMemoryStore:
                     logger.debug("could not close a Supabase client on another loop: %s", exc)
 
 
-# -- decoding -------------------------------------------------------------------------------
+# -- encoding and decoding ------------------------------------------------------------------
+
+
+def _user_id(user_id: str) -> str:
+    """The canonical uuid text; `ValueError` (as in the other backends) if it is not one."""
+    try:
+        return str(uuid.UUID(str(user_id)))
+    except ValueError:
+        raise ValueError(f"user id must be a uuid, got {user_id!r}") from None
 
 
 def _shape_error(fn: str, what: str) -> StorageSchemaError:
@@ -583,7 +587,7 @@ def _ts(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def _profile(row: dict[str, Any]) -> Profile:
+def _profile(row: dict[str, Any], fn: str) -> Profile:
     try:
         return Profile(
             id=str(row["id"]),
@@ -593,7 +597,7 @@ def _profile(row: dict[str, Any]) -> Profile:
             updated_at=_ts(row.get("updated_at")),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise _shape_error("a profile function", f"a malformed row ({exc!r})") from None
+        raise _shape_error(fn, f"a malformed row ({exc!r})") from None
 
 
 def _memory(row: dict[str, Any], fn: str) -> Memory:

@@ -10,7 +10,7 @@ import pytest
 import storage
 from storage.sqlite_store import SQLiteMemoryStore
 
-pytest_plugins = ["tests.postgres_fixtures"]
+pytest_plugins = ["tests.postgres_fixtures", "tests.supabase_fixtures"]
 
 
 @pytest.fixture(autouse=True)
@@ -20,12 +20,17 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
         "SUPABASE_URL",
         "SUPABASE_SERVICE_ROLE_KEY",
         "SUPABASE_ANON_KEY",
+        "SUPABASE_TIMEOUT_SECONDS",
+        "MEMORY_SPOOL_DIR",
+        "MEMORY_RECALL_BUDGET_MS",
+        "MEMORY_LLM_EXTRACTOR",
         "DATABASE_URL",
         "MEMORY_ALLOW_DEFAULT_USER",
         "IDENTITY_NAMESPACE",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MEMORY_SQLITE_PATH", str(tmp_path / "memories.sqlite3"))
+    monkeypatch.setenv("MEMORY_SPOOL_DIR", str(tmp_path / "spool"))
     previous = storage.set_store(None)
     yield
     storage.set_store(previous)

@@ -1,1 +1,394 @@
-"""Placeholder: the throwaway PostgreSQL cluster fixtures land here (issue 3)."""
+"""A throwaway PostgreSQL cluster for the tests, shaped like a Supabase database.
+
+The session starts one private cluster (initdb into a temp dir, fsync off, reachable only
+through a unix socket in that dir, so it never collides with another cluster or test run),
+creates Supabase's API roles the way Supabase has them, creates a database, and applies every
+file of `supabase/migrations/` in order with `psql` -- twice, because Supabase may re-run
+migrations and they must stay idempotent. The cluster is stopped and deleted at session end.
+
+When the PostgreSQL server binaries are missing the Postgres tests are skipped with a hint on
+how to install them; with `CI=true` they fail instead, so CI can never go green by skipping.
+
+initdb refuses to run as root, so as root the server runs as an unprivileged user (`postgres`
+if it exists, else `nobody`) through `runuser`, and the temp dir is handed to that user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import quote
+
+import asyncpg
+import pytest
+
+if TYPE_CHECKING:
+    from storage.postgres_store import PostgresMemoryStore
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+MIGRATIONS_DIR = PROJECT_DIR / "supabase" / "migrations"
+SUPERUSER = "postgres"
+DATABASE = "memory_test"
+INSTALL_HINT = (
+    "PostgreSQL server binaries (initdb, pg_ctl, postgres, psql) were not found on PATH or in "
+    "/usr/lib/postgresql/*/bin; install them with `apt-get install postgresql-15` "
+    "(`.ci/run` and `scripts/setup.sh` do this)"
+)
+
+# Supabase's API roles: PostgREST logs in as `authenticator` and switches to one of the
+# others per request. Only `service_role` bypasses row-level security.
+SUPABASE_ROLES_SQL = """
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
+        CREATE ROLE anon NOLOGIN NOINHERIT;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
+        CREATE ROLE authenticated NOLOGIN NOINHERIT;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
+        CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticator') THEN
+        CREATE ROLE authenticator LOGIN NOINHERIT;
+    END IF;
+END
+$roles$;
+GRANT anon, authenticated, service_role TO authenticator;
+"""
+
+# What a Supabase project grants in `public` before any migration runs: the API roles may use
+# the schema, and every table, sequence and function the migrations create is granted to
+# all of them by default. The migrations must take those grants back themselves.
+SUPABASE_DEFAULT_GRANTS_SQL = """
+GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public
+    GRANT ALL ON TABLES TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public
+    GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public
+    GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
+"""
+
+
+def _unavailable(message: str) -> NoReturn:
+    """Skip, or fail under CI, where the Postgres tests cannot run."""
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"{message} (CI=true, so this is a failure, not a skip)", pytrace=False)
+    pytest.skip(message)
+
+
+def find_postgres_bin() -> Path | None:
+    """The directory holding initdb, pg_ctl, postgres and psql, newest version first."""
+    candidates: list[Path] = []
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    versioned = glob.glob("/usr/lib/postgresql/*/bin")
+
+    def version(path: str) -> float:
+        match = re.search(r"/postgresql/([\d.]+)/", path)
+        return float(match.group(1)) if match else 0.0
+
+    candidates += [Path(p) for p in sorted(versioned, key=version, reverse=True)]
+    for directory in candidates:
+        if all((directory / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
+            return directory
+    return None
+
+
+def migration_files() -> list[Path]:
+    """Every migration, in the order Supabase applies them (by file name)."""
+    return sorted(MIGRATIONS_DIR.glob("*.sql"))
+
+
+class PostgresCluster:
+    """One private PostgreSQL server: start, stop, run SQL, build DSNs."""
+
+    def __init__(self, bin_dir: Path, root: Path, run_as: str | None) -> None:
+        self.bin_dir = bin_dir
+        self.root = root
+        self.data_dir = root / "data"
+        self.socket_dir = root
+        self.log_file = root / "server.log"
+        self.port = 5432  # only names the socket file; the server listens on no TCP port
+        self.run_as = run_as
+        self.running = False
+
+    # -- process control --------------------------------------------------------------------
+
+    def _server_cmd(self, *args: str) -> list[str]:
+        if self.run_as:
+            return ["runuser", "-u", self.run_as, "--", *args]
+        return list(args)
+
+    def _run(self, cmd: list[str], *, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n"
+                f"{result.stderr}\n{self.server_log_tail()}"
+            )
+        return result
+
+    def server_log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "server log:\n" + "\n".join(text.splitlines()[-lines:])
+
+    def initdb(self) -> None:
+        locale = "C.UTF-8" if _has_locale("c.utf8") else "C"
+        self._run(
+            self._server_cmd(
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                f"--locale={locale}",
+                "--no-sync",
+            ),
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        options = " ".join(
+            [
+                "-c listen_addresses=''",
+                f"-c unix_socket_directories='{self.socket_dir}'",
+                f"-p {self.port}",
+                # Fast, and still crash-safe for a process crash (the outage tests stop the
+                # server with -m immediate): commits reach the OS, just never the disk.
+                "-c fsync=off",
+                "-c full_page_writes=off",
+                "-c max_connections=200",
+            ]
+        )
+        self._run(
+            self._server_cmd(
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ),
+            timeout=90,
+        )
+        self.running = True
+
+    def stop(self, mode: str = "immediate") -> None:
+        self._run(
+            self._server_cmd(
+                str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"
+            ),
+            timeout=90,
+        )
+        self.running = False
+
+    # -- SQL --------------------------------------------------------------------------------
+
+    def dsn(self, dbname: str = DATABASE, user: str = SUPERUSER) -> str:
+        return (
+            f"postgresql://{quote(user)}@/{quote(dbname)}"
+            f"?host={quote(str(self.socket_dir))}&port={self.port}"
+        )
+
+    def psql(
+        self,
+        sql: str | None = None,
+        *,
+        file: Path | None = None,
+        dbname: str = DATABASE,
+        single_transaction: bool = True,
+    ) -> str:
+        """Run SQL (or a file) with psql, stopping at the first error, as Supabase's CLI does."""
+        cmd = [
+            str(self.bin_dir / "psql") if (self.bin_dir / "psql").exists() else "psql",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            str(self.socket_dir),
+            "-p",
+            str(self.port),
+            "-U",
+            SUPERUSER,
+            "-d",
+            dbname,
+        ]
+        if single_transaction:
+            cmd.append("--single-transaction")
+        if file is not None:
+            cmd += ["-f", str(file)]
+        if sql is not None:
+            cmd += ["-c", sql]
+        return self._run(cmd).stdout
+
+    def create_database(self, dbname: str) -> None:
+        """A new database prepared like a fresh Supabase project (API grants, no migrations)."""
+        self.psql(f'CREATE DATABASE "{dbname}"', dbname="postgres", single_transaction=False)
+        self.psql(SUPABASE_DEFAULT_GRANTS_SQL, dbname=dbname)
+
+    def apply_migrations(self, dbname: str = DATABASE) -> None:
+        files = migration_files()
+        if not files:
+            raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
+        for path in files:
+            self.psql(file=path, dbname=dbname)
+
+    def destroy(self) -> None:
+        if self.running:
+            try:
+                self.stop("immediate")
+            except (RuntimeError, subprocess.TimeoutExpired):
+                pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _has_locale(name: str) -> bool:
+    """Whether `locale -a` lists `name` (compared lower-case, without dashes)."""
+    try:
+        out = subprocess.run(["locale", "-a"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return name in {line.strip().lower().replace("-", "") for line in out.splitlines()}
+
+
+def _server_user() -> str | None:
+    """Who runs the server: ourselves, or an unprivileged account when we are root."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """The session's private cluster, with the Supabase roles and the migrated database."""
+    bin_dir = find_postgres_bin()
+    if bin_dir is None:
+        _unavailable(INSTALL_HINT)
+    run_as = _server_user()
+    if os.geteuid() == 0 and run_as is None:
+        _unavailable("running as root and no unprivileged `postgres` or `nobody` user exists")
+    if run_as and shutil.which("runuser") is None:
+        _unavailable("running as root but `runuser` (util-linux) is missing")
+    root = Path(tempfile.mkdtemp(prefix="memory-pg-"))
+    if run_as:
+        entry = pwd.getpwnam(run_as)
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    cluster = PostgresCluster(bin_dir, root, run_as)
+    try:
+        cluster.initdb()
+        cluster.start()
+        cluster.psql(SUPABASE_ROLES_SQL, dbname="postgres")
+        cluster.create_database(DATABASE)
+        cluster.apply_migrations(DATABASE)
+        cluster.apply_migrations(DATABASE)  # again: migrations must be re-runnable
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_cluster: PostgresCluster) -> str:
+    """DSN of the migrated test database as its owner (the superuser)."""
+    return pg_cluster.dsn()
+
+
+@pytest.fixture(scope="session")
+def service_role_dsn(pg_cluster: PostgresCluster) -> str:
+    """DSN logging in as `authenticator`; pair it with `role=service_role`, as PostgREST does."""
+    return pg_cluster.dsn(user="authenticator")
+
+
+@pytest.fixture
+def pg_server(pg_cluster: PostgresCluster) -> Iterator[PostgresCluster]:
+    """The cluster, for tests that stop and start it; it is always running again afterwards."""
+    yield pg_cluster
+    if not pg_cluster.running:
+        pg_cluster.start()
+
+
+@pytest.fixture
+def fresh_database(pg_cluster: PostgresCluster) -> Iterator[str]:
+    """A new database prepared like a new Supabase project, no migrations; dropped after."""
+    name = f"memory_fresh_{uuid.uuid4().hex[:8]}"
+    pg_cluster.create_database(name)
+    yield name
+    if pg_cluster.running:
+        pg_cluster.psql(
+            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+            dbname="postgres",
+            single_transaction=False,
+        )
+
+
+async def truncate_all(dsn: str) -> None:
+    """Empty profiles and memories (the category table keeps its seeded rows)."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute("TRUNCATE public.memories, public.profiles RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def make_postgres_store(
+    pg_dsn: str, service_role_dsn: str
+) -> AsyncIterator[Callable[..., PostgresMemoryStore]]:
+    """A factory of `PostgresMemoryStore`s on the emptied test database; all closed after.
+
+    The stores log in as `authenticator` and run as `service_role`, exactly the rights the
+    Supabase backend gets, so every test through them also proves the migrations grant
+    enough. Keyword arguments go to the store (pool sizes, timeout).
+    """
+    from storage.postgres_store import PostgresMemoryStore
+
+    await truncate_all(pg_dsn)
+    stores: list[PostgresMemoryStore] = []
+
+    def make(**kwargs: Any) -> PostgresMemoryStore:
+        kwargs.setdefault("timeout", 5.0)
+        kwargs.setdefault("server_settings", {"role": "service_role"})
+        store = PostgresMemoryStore(service_role_dsn, **kwargs)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        await store.aclose()
+
+
+@pytest.fixture
+async def postgres_store(
+    make_postgres_store: Callable[..., PostgresMemoryStore],
+) -> PostgresMemoryStore:
+    """A `PostgresMemoryStore` on the emptied test database (see `make_postgres_store`)."""
+    return make_postgres_store()

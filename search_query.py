@@ -33,50 +33,49 @@ STOP_WORDS = frozenset(
     """.split()
 )
 
-# Word -> extra words that mean the same thing in how callers talk about themselves.
-SYNONYMS: dict[str, tuple[str, ...]] = {
-    "work": ("job", "employer", "occupation"),
-    "job": ("work", "occupation", "employer"),
-    "occupation": ("job", "work"),
-    "profession": ("job", "work"),
-    "live": ("lives_in", "home"),
-    "lives": ("lives_in", "home"),
-    "living": ("lives_in", "home"),
-    "home": ("home_town", "lives_in"),
-    "hometown": ("home_town",),
-    "grow": ("home_town",),
-    "grew": ("home_town",),
-    "born": ("home_town", "birthday"),
-    "birthday": ("born",),
-    "called": ("name",),
-    "call": ("name",),
-    "name": ("called",),
-    "colour": ("color",),
-    "color": ("colour",),
-    "favourite": ("favorite",),
-    "favorite": ("favourite",),
-    "wife": ("spouse", "partner"),
-    "husband": ("spouse", "partner"),
-    "spouse": ("wife", "husband", "partner"),
-    "partner": ("wife", "husband", "spouse"),
-    "kids": ("children", "son", "daughter"),
-    "children": ("kids", "son", "daughter"),
-    "mom": ("mother",),
-    "mum": ("mother", "mom"),
-    "mother": ("mom",),
-    "dad": ("father",),
-    "father": ("dad",),
-    "pet": ("dog", "cat"),
-    "pets": ("dog", "cat"),
-    "food": ("eat", "dish", "cuisine"),
-    "eat": ("food",),
-    "drink": ("coffee", "tea"),
-    "music": ("band", "song", "listen"),
-    "hobby": ("hobbies", "enjoy", "love"),
-    "hobbies": ("hobby", "enjoy", "love"),
-    "old": ("age",),
-    "age": ("old",),
-}
+# Topics callers talk about when they talk about themselves, each a group of words that ask
+# or tell about the same thing. A query word in a group brings the whole group along, so
+# "what do I do for a living?" meets "I work as a nurse", and "any phobias?" meets "I'm
+# terrified of spiders". Words are matched after stemming, so one form of each is enough.
+TOPICS: tuple[tuple[str, ...], ...] = (
+    ("job", "work", "occupation", "profession", "career", "living", "employed"),
+    ("employer", "company", "firm", "work", "employed", "office"),
+    ("live", "lives_in", "living", "based", "home", "moved", "house", "flat", "apartment"),
+    ("home_town", "hometown", "grew", "grow", "raised", "born", "from"),
+    ("name", "called", "call", "named"),
+    ("birthday", "born", "birth", "age", "old"),
+    ("color", "colour"),
+    ("favorite", "favourite", "best", "love"),
+    ("partner", "wife", "husband", "spouse", "girlfriend", "boyfriend", "married", "fiance"),
+    ("children", "child", "kids", "kid", "son", "daughter"),
+    ("mother", "mom", "mum", "parents"),
+    ("father", "dad", "parents"),
+    ("sibling", "siblings", "brother", "sister"),
+    ("pet", "pets", "dog", "cat", "puppy", "kitten"),
+    ("food", "eat", "eating", "dish", "meal", "cuisine", "cook"),
+    ("diet", "vegetarian", "vegan", "meat", "gluten"),
+    ("allergy", "allergic", "allergies"),
+    ("drink", "coffee", "tea"),
+    ("music", "band", "song", "singer", "artist", "album", "listen"),
+    ("film", "movie", "cinema", "watch"),
+    ("book", "read", "reading", "novel", "author"),
+    ("hobby", "hobbies", "pastime", "free", "spare", "weekend", "enjoy"),
+    ("sport", "sports", "play", "team", "gym", "exercise", "training"),
+    ("fear", "afraid", "scared", "terrified", "phobia", "frightened"),
+    ("car", "vehicle", "drive", "driving"),
+    ("study", "studied", "degree", "major", "university", "college", "school", "graduated"),
+    ("language", "speak", "fluent"),
+    ("trip", "travel", "holiday", "vacation", "visit", "going"),
+    ("goal", "dream", "hope", "aim", "ambition"),
+    ("abroad", "overseas", "country", "lived"),
+)
+
+SYNONYMS: dict[str, tuple[str, ...]] = {}
+for _group in TOPICS:
+    for _word in _group:
+        SYNONYMS[_word] = tuple(
+            dict.fromkeys((*SYNONYMS.get(_word, ()), *(w for w in _group if w != _word)))
+        )
 
 
 def content_words(text: str) -> list[str]:

@@ -1,0 +1,115 @@
+"""The optional LLM fact extractor: parsing, and its path through the background writer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from livekit.agents import APIConnectOptions, llm
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+
+from llm_extractor import LLMFactExtractor, parse_facts
+from memory_manager import memory_manager
+from memory_spool import MemorySpool
+from memory_types import MemoryCategory
+from session_context import session_user
+from session_memory import SessionMemory
+
+
+class FakeFactLLM(llm.LLM):
+    """Answers every request with one `record_facts` call carrying `facts` (a test fake)."""
+
+    def __init__(self, facts: list[dict[str, str]] | None = None, *, fail: bool = False) -> None:
+        super().__init__()
+        self.facts = facts or []
+        self.fail = fail
+        self.seen_tools: list[list[str]] = []
+        self.seen_texts: list[str] = []
+
+    def chat(
+        self,
+        *,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool] | None = None,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
+        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
+        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
+    ) -> llm.LLMStream:
+        self.seen_tools.append([getattr(t, "id", "") for t in tools or []])
+        self.seen_texts.append(
+            next(
+                (m.text_content or "")
+                for m in reversed(chat_ctx.items)
+                if isinstance(m, llm.ChatMessage) and m.role == "user"
+            )
+        )
+        return _FactStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
+
+
+class _FactStream(llm.LLMStream):
+    async def _run(self) -> None:
+        fake = self._llm
+        assert isinstance(fake, FakeFactLLM)
+        if fake.fail:
+            raise RuntimeError("fake model is down")
+        call = llm.FunctionToolCall(
+            name="record_facts", arguments=json.dumps({"facts": fake.facts}), call_id="c1"
+        )
+        self._event_ch.send_nowait(
+            llm.ChatChunk(id="f", delta=llm.ChoiceDelta(role="assistant", tool_calls=[call]))
+        )
+
+
+def test_parse_facts_keeps_valid_facts_and_files_known_keys_in_their_category() -> None:
+    facts = parse_facts(
+        json.dumps(
+            {
+                "facts": [
+                    {"category": "FACT", "key": "Favorite Color", "value": " deep  red "},
+                    {"category": "NOT_A_CATEGORY", "key": "x", "value": "y"},
+                    {"category": "GOAL", "key": "", "value": "y"},
+                    {"category": "GOAL", "key": "utterance_1", "value": "y"},
+                    {"category": "goal", "key": "run-a-marathon", "value": "run a marathon"},
+                ]
+            }
+        )
+    )
+    assert [(f.category, f.key, f.value) for f in facts] == [
+        (MemoryCategory.PREFERENCE, "favorite_color", "deep red"),
+        (MemoryCategory.GOAL, "run_a_marathon", "run a marathon"),
+    ]
+    assert parse_facts("not json") == []
+    assert parse_facts(json.dumps({"facts": "nope"})) == []
+
+
+async def test_extracted_facts_are_written_by_the_background_writer_for_the_caller(
+    installed_sqlite_store: object, tmp_path: Any
+) -> None:
+    model = FakeFactLLM([{"category": "GOAL", "key": "marathon", "value": "run a marathon"}])
+    with session_user("runner@example.com"):
+        memory = SessionMemory.for_current_session(
+            spool=MemorySpool(tmp_path / "spool"), fact_extractor=LLMFactExtractor(model)
+        )
+    memory.capture("This year I finally want to run a marathon in under four hours")
+    assert await memory.aclose(timeout=5)
+    assert model.seen_texts == ["This year I finally want to run a marathon in under four hours"]
+    with session_user("runner@example.com"):
+        assert await memory_manager.aretrieve("GOAL", "marathon") == "run a marathon"
+    with session_user("someone-else@example.com"):
+        assert await memory_manager.alist() == []
+
+
+async def test_a_failing_model_costs_only_the_extra_facts(
+    installed_sqlite_store: object, tmp_path: Any
+) -> None:
+    with session_user("x@example.com"):
+        memory = SessionMemory.for_current_session(
+            spool=MemorySpool(tmp_path / "spool"),
+            fact_extractor=LLMFactExtractor(FakeFactLLM(fail=True), timeout_s=2),
+        )
+    memory.capture("my favourite colour is teal")
+    assert await memory.aclose(timeout=5)
+    with session_user("x@example.com"):
+        stored = {(m.category, m.key) for m in await memory_manager.alist()}
+    assert ("PREFERENCE", "favorite_color") in stored

@@ -102,7 +102,9 @@ def build_search_query(text: str) -> str:
     for word in content_words(text):
         for term in (word, *SYNONYMS.get(word, ())):
             for part in term.split("_"):
-                if part not in seen:
+                # "lives_in" must not bring "in" along: a store without a stop-word list
+                # would match nearly every memory on it.
+                if part not in seen and part not in STOP_WORDS:
                     seen.add(part)
                     terms.append(part)
     return " ".join(terms[:MAX_TERMS])

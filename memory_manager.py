@@ -33,6 +33,15 @@ MAX_QUERY_LENGTH = 2000
 MAX_SEARCH_LIMIT = 100
 
 
+def _check_unicode(text: str, what: str) -> None:
+    # Lone surrogates cannot be stored by any backend (UTF-8 cannot encode them); refuse them
+    # here, before the store, rather than fail inside it (or spool a write that never lands).
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"a memory {what} must be valid Unicode text") from None
+
+
 def validate_key(key: object) -> str:
     if not isinstance(key, str) or not key.strip():
         raise ValueError("a memory key must be a non-empty string")
@@ -40,6 +49,7 @@ def validate_key(key: object) -> str:
         raise ValueError(f"a memory key must be at most {MAX_KEY_LENGTH} characters")
     if "\x00" in key:
         raise ValueError("a memory key must not contain NUL characters")
+    _check_unicode(key, "key")
     return key.strip()
 
 
@@ -52,6 +62,7 @@ def validate_value(value: object) -> str:
         )
     if "\x00" in value:
         raise ValueError("a memory value must not contain NUL characters")
+    _check_unicode(value, "value")
     return value
 
 

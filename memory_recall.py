@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable
 
 from memory_manager import MemoryManager, memory_manager
@@ -84,11 +85,23 @@ def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
 
 
+# A key shown as it is: a slug such as `favorite_color` (letters, digits, "_", "-", ".").
+# Any other key (holding spaces, "<", a newline, a quote...) may be caller text too, and is
+# quoted like a value, so it can neither close the block nor read as an instruction.
+_PLAIN_LABEL = re.compile(r"\w+(?:[.\-]\w+)*")
+
+
+def _label(key: str) -> str:
+    if key.startswith("utterance_"):
+        return "said"
+    return key if _PLAIN_LABEL.fullmatch(key) else _quote(key)
+
+
 def memory_block(memories: Iterable[Memory], *, heading: str = BLOCK_PREAMBLE) -> str:
     """The delimited block of caller-provided facts given to the LLM."""
     lines = [BLOCK_START, heading]
     for memory in memories:
-        label = memory.key if not memory.key.startswith("utterance_") else "said"
+        label = _label(memory.key)
         lines.append(f"- {memory.category.lower()} / {label}: {_quote(memory.value)}")
     lines.append(BLOCK_END)
     return "\n".join(lines)

@@ -32,7 +32,7 @@ T = TypeVar("T")
 SCHEMA_FILE = Path(__file__).with_name("sqlite_schema.sql")
 BUSY_TIMEOUT_MS = 5000
 MAX_QUERY_TERMS = 32
-_TERM_RE = re.compile(r"\w+", re.UNICODE)
+_TERM_RE = re.compile(r"[^\W_]+", re.UNICODE)  # "_" separates words, as in Postgres
 
 
 def fts_match_expression(user_id: str, query: str) -> str | None:
@@ -176,13 +176,17 @@ class SQLiteMemoryStore:
         conn = self._connect()
         try:
             return fn(conn)
-        except sqlite3.Error as exc:
+        except BaseException as exc:
+            # Any failure (also a value sqlite3 cannot bind, e.g. UnicodeEncodeError) must not
+            # leave this thread's connection inside a transaction holding the write lock.
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-            raise _translate(exc, self.path) from exc
+            if isinstance(exc, sqlite3.Error):
+                raise _translate(exc, self.path) from exc
+            raise
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -358,7 +362,8 @@ def _translate(exc: sqlite3.Error, path: Path) -> StorageError:
     ):
         return StorageUnavailableError(
             f"the SQLite memory database at {path} cannot be used right now ({text}); "
-            "check that the file and its directory are writable"
+            "check that the file and its directory are writable, or point MEMORY_SQLITE_PATH "
+            "elsewhere"
         )
     return StorageError(f"SQLite memory store error: {text}")
 

@@ -33,6 +33,7 @@ PROFILE_TIMEOUT_S = 3.0
 KNOWN_MEMORIES_TIMEOUT_S = 0.5
 KNOWN_MEMORIES_LIMIT = 8
 SHUTDOWN_FLUSH_TIMEOUT_S = 5.0
+STARTUP_REPLAY_DELAY_S = 0.05
 
 
 @dataclass
@@ -98,8 +99,10 @@ async def start_caller_session(
 ) -> CallerSession:
     """Set the caller, make sure their profile exists, then start `session` for them."""
     # Memories spooled by a process that died (or by this one during an outage) are replayed
-    # in the background; each record is written as its own caller.
-    default_spool().schedule_replay(first_delay=0)
+    # in the background; each record is written as its own caller. The first delay must not
+    # be 0: the replayer backs off by doubling it, and 0 doubled stays 0, i.e. a hot loop
+    # against a store that is down.
+    default_spool().schedule_replay(first_delay=STARTUP_REPLAY_DELAY_S)
     user_uuid = set_session_user(identity)
     logger.info("[SESSION INIT] caller -> UUID: %s", user_uuid)
     logger.debug("[SESSION INIT] Identity: %s -> UUID: %s", identity, user_uuid)

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, cli, room_io
+from livekit.agents.types import NOT_GIVEN
 from livekit.plugins import openai, silero
 
 from memory_manager import memory_manager
@@ -38,11 +39,11 @@ def prewarm(proc: JobProcess) -> None:
 
 def build_session(proc: JobProcess) -> AgentSession:
     models = model_settings()
-    base_url = {"base_url": models.base_url} if models.base_url else {}
+    base_url = models.base_url or NOT_GIVEN
     return AgentSession(
-        stt=openai.STT(model=models.stt_model, **base_url),
-        llm=openai.LLM(model=models.llm_model, **base_url),
-        tts=openai.TTS(model=models.tts_model, voice=models.tts_voice, **base_url),
+        stt=openai.STT(model=models.stt_model, base_url=base_url),
+        llm=openai.LLM(model=models.llm_model, base_url=base_url),
+        tts=openai.TTS(model=models.tts_model, voice=models.tts_voice, base_url=base_url),
         vad=proc.userdata["vad"],
     )
 

@@ -113,7 +113,11 @@ class CompanionAgent(Agent):
     async def on_enter(self) -> None:
         handle = self.session.generate_reply(instructions=self.greeting_instructions())
         if self.profile.is_first_login:
-            handle.add_done_callback(lambda _h: self._spawn(self._first_greeting_done()))
+
+            def greeted(_handle: object) -> None:
+                self._spawn(self._first_greeting_done())
+
+            handle.add_done_callback(greeted)
 
     async def _first_greeting_done(self) -> None:
         try:

@@ -162,13 +162,20 @@ class SQLiteMemoryStore:
             if self._schema_ready:
                 return
             try:
-                conn.executescript(SCHEMA_FILE.read_text(encoding="utf-8"))
+                # One write transaction: several processes opening a new file at once would
+                # otherwise all pass `IF NOT EXISTS` and collide creating the FTS5 table's
+                # shadow tables ("vtable constructor failed"); the lock serialises them.
+                conn.executescript(
+                    "BEGIN IMMEDIATE;\n" + SCHEMA_FILE.read_text(encoding="utf-8") + "\nCOMMIT;"
+                )
                 conn.executemany(
                     "INSERT INTO memory_categories(category, priority) VALUES (?, ?) "
                     "ON CONFLICT(category) DO UPDATE SET priority = excluded.priority",
                     [(c.value, p) for c, p in CATEGORY_PRIORITY.items()],
                 )
             except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise _translate(exc, self.path) from exc
             self._schema_ready = True
 

@@ -1,16 +1,33 @@
-"""Test fakes for what cannot run here: the LLM. Small, honest, named as fakes.
+"""Test fakes for what cannot run here: the LLM, the STT, the microphone. Small, honest, named
+as fakes. (`sqlite_rows` is no fake: it reads what the real store wrote, around the store.)
 
 `FakeScriptedLLM` streams a reply that quotes the caller's last message, and records every
 chat context it was asked to complete, so tests can check what the agent sent to the model.
+
+`FakeSTT` and `FakeAudioInput` stand in for the caller's microphone and the speech-to-text
+service, so that a real `AgentSession` runs its real audio-recognition path (STT turn
+detection, `Agent.on_user_turn_completed`) with no network. `FakeStoreOutage` wraps a real
+store and makes chosen operations fail with `StorageUnavailableError` while it is "down".
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
+from pathlib import Path
 from typing import Any
 
-from livekit.agents import APIConnectOptions, llm
+from livekit import rtc
+from livekit.agents import APIConnectOptions, llm, stt
+from livekit.agents.language import LanguageCode
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+from livekit.agents.utils import AudioBuffer
+from livekit.agents.voice import io
+
+from memory_types import Memory, Profile
+from storage.base import MemoryStore
+from storage.errors import StorageUnavailableError
 
 
 class FakeScriptedLLM(llm.LLM):
@@ -72,3 +89,184 @@ def user_texts(chat_ctx: llm.ChatContext) -> list[str]:
         for item in chat_ctx.items
         if isinstance(item, llm.ChatMessage) and item.role == "user"
     ]
+
+
+class FakeSTT(stt.STT):
+    """A streaming `stt.STT` that "hears" scripted utterances in the audio it is sent.
+
+    `say(text)` queues an utterance; the next audio frame the live recognition stream
+    receives makes it emit START_OF_SPEECH, FINAL_TRANSCRIPT(text) and END_OF_SPEECH, as a
+    streaming STT with its own end-of-speech detection does. Nothing is transcribed from
+    frames that arrive with nothing queued, so no audio flowing means no transcript.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(capabilities=stt.STTCapabilities(streaming=True, interim_results=False))
+        self._utterances: asyncio.Queue[str] = asyncio.Queue()
+        self.frames_received = 0
+        self.transcripts_sent: list[str] = []
+
+    @property
+    def model(self) -> str:
+        return "fake-stt"
+
+    @property
+    def provider(self) -> str:
+        return "fake"
+
+    def say(self, text: str) -> None:
+        self._utterances.put_nowait(text)
+
+    async def _recognize_impl(
+        self,
+        buffer: AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions,
+    ) -> stt.SpeechEvent:
+        raise NotImplementedError("FakeSTT only streams")
+
+    def stream(
+        self,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> stt.RecognizeStream:
+        return _FakeSTTStream(stt=self, conn_options=conn_options)
+
+
+class _FakeSTTStream(stt.RecognizeStream):
+    async def _run(self) -> None:
+        fake = self._stt
+        assert isinstance(fake, FakeSTT)
+        async for frame in self._input_ch:
+            if not isinstance(frame, rtc.AudioFrame):
+                continue  # a flush marker
+            fake.frames_received += 1
+            if fake._utterances.empty():
+                continue
+            text = fake._utterances.get_nowait()
+            fake.transcripts_sent.append(text)
+            self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH))
+            self._event_ch.send_nowait(
+                stt.SpeechEvent(
+                    type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+                    alternatives=[
+                        stt.SpeechData(language=LanguageCode("en"), text=text, confidence=1.0)
+                    ],
+                )
+            )
+            self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH))
+
+
+class FakeAudioInput(io.AudioInput):
+    """A microphone that yields silent 16 kHz mono frames, one per `frame_ms`, until closed."""
+
+    def __init__(self, *, sample_rate: int = 16000, frame_ms: int = 10) -> None:
+        super().__init__(label="fake-audio-input")
+        self.sample_rate = sample_rate
+        self.frame_ms = frame_ms
+        self._samples = sample_rate * frame_ms // 1000
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        if self.closed:
+            raise StopAsyncIteration
+        await asyncio.sleep(self.frame_ms / 1000)
+        return rtc.AudioFrame(
+            data=bytes(self._samples * 2),
+            sample_rate=self.sample_rate,
+            num_channels=1,
+            samples_per_channel=self._samples,
+        )
+
+
+class FakeStoreOutage:
+    """A `MemoryStore` wrapper around a real store; the operations named in `failing` raise
+    `StorageUnavailableError` while `down` is true, and every other call goes through.
+    `calls` records the name of every operation asked of the store, refused or not."""
+
+    def __init__(self, inner: MemoryStore, *, failing: frozenset[str] = frozenset()) -> None:
+        self.inner = inner
+        self.name = f"outage({inner.name})"
+        self.failing = failing
+        self.down = True
+        self.refused: list[str] = []
+        self.calls: list[str] = []
+
+    def _check(self, operation: str) -> None:
+        self.calls.append(operation)
+        if self.down and operation in self.failing:
+            self.refused.append(operation)
+            raise StorageUnavailableError(f"fake outage: {operation} refused")
+
+    async def ensure_profile(self, user_id: str, identity: str | None) -> tuple[Profile, bool]:
+        self._check("ensure_profile")
+        return await self.inner.ensure_profile(user_id, identity)
+
+    async def get_profile(self, user_id: str) -> Profile | None:
+        self._check("get_profile")
+        return await self.inner.get_profile(user_id)
+
+    async def complete_first_login(self, user_id: str) -> bool:
+        self._check("complete_first_login")
+        return await self.inner.complete_first_login(user_id)
+
+    async def upsert_memory(
+        self, user_id: str, category: str, key: str, value: str, identity: str | None = None
+    ) -> None:
+        self._check("upsert_memory")
+        await self.inner.upsert_memory(user_id, category, key, value, identity)
+
+    async def get_memory(self, user_id: str, category: str, key: str) -> str | None:
+        self._check("get_memory")
+        return await self.inner.get_memory(user_id, category, key)
+
+    async def search_memories(self, user_id: str, query: str, limit: int) -> list[Memory]:
+        self._check("search_memories")
+        return await self.inner.search_memories(user_id, query, limit)
+
+    async def list_memories(self, user_id: str) -> list[Memory]:
+        self._check("list_memories")
+        return await self.inner.list_memories(user_id)
+
+    async def delete_memory(self, user_id: str, category: str, key: str) -> bool:
+        self._check("delete_memory")
+        return await self.inner.delete_memory(user_id, category, key)
+
+    async def delete_user(self, user_id: str) -> int:
+        self._check("delete_user")
+        return await self.inner.delete_user(user_id)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def sqlite_rows(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(profiles, memories) exactly as they are in the SQLite file, read around the store.
+
+    Not a fake: tests use it to check what the real store wrote, row by row. A file or table
+    that does not exist yet holds no rows.
+    """
+    if not Path(path).exists():
+        return [], []
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        profiles = (
+            [dict(r) for r in conn.execute("SELECT * FROM profiles ORDER BY id")]
+            if "profiles" in tables
+            else []
+        )
+        memories = (
+            [dict(r) for r in conn.execute("SELECT * FROM memories ORDER BY id")]
+            if "memories" in tables
+            else []
+        )
+    finally:
+        conn.close()
+    return profiles, memories

@@ -60,6 +60,22 @@ def caller_name(memories: list[Memory]) -> str | None:
     return None
 
 
+def _is_utterance(memory: Memory) -> bool:
+    return memory.key.startswith("utterance_")
+
+
+def _stated_keys(memory: Memory) -> set[tuple[str, str]]:
+    """The stable facts (category, key) a memory states: a fact itself, or what the caller's
+    words in an utterance state."""
+    if not _is_utterance(memory):
+        return {(memory.category, memory.key)}
+    return {
+        (m.category.value, m.key)
+        for m in extract_memories(memory.value)
+        if not m.key.startswith("utterance_")
+    }
+
+
 def _initial_context(known: list[Memory]) -> llm.ChatContext | None:
     if not known:
         return None
@@ -204,7 +220,17 @@ class CompanionAgent(Agent):
             wanted = what.strip().lower().replace(" ", "_")
             candidates = await memory_manager.asearch(what, limit=5)
             exact = [m for m in candidates if m.key.lower() == wanted]
-            chosen = exact or candidates[:1]
+            facts = [m for m in candidates if not _is_utterance(m)]
+            chosen = exact or (facts or candidates)[:1]
+            if chosen:
+                # The fact and the caller's own words that state it go together: forgetting
+                # one and keeping the other would let recall bring the forgotten thing back.
+                keys = set().union(*(_stated_keys(m) for m in chosen))
+                ids = {(m.category, m.key) for m in chosen}
+                for memory in await memory_manager.alist():
+                    if (memory.category, memory.key) not in ids and _stated_keys(memory) & keys:
+                        chosen.append(memory)
+                        ids.add((memory.category, memory.key))
             for memory in chosen:
                 await memory_manager.aforget(memory.category, memory.key)
             return chosen
@@ -219,7 +245,9 @@ class CompanionAgent(Agent):
                 "Nothing matched that. Call what_do_you_know_about_me to see what is stored, "
                 "then ask the caller which item to forget."
             )
-        return "Forgotten: " + "; ".join(f"{m.key} ({m.value})" for m in forgotten)
+        return "Forgotten: " + "; ".join(
+            f"{'said' if _is_utterance(m) else m.key} ({m.value})" for m in forgotten
+        )
 
     @function_tool
     async def forget_everything_about_me(self, context: RunContext, confirmed: bool) -> str:

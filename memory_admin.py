@@ -6,7 +6,8 @@
 
 It uses the same store the worker is configured with (SUPABASE_URL / DATABASE_URL /
 MEMORY_SQLITE_PATH, from the environment or .env) and acts through the same fail-closed
-memory manager, as the caller named by their LiveKit identity.
+memory manager, as the caller named by their LiveKit identity. `delete` also drops the
+caller's memories waiting in the worker's spool (MEMORY_SPOOL_DIR) on this machine.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from identity import livekit_identity_to_uuid
 from memory_manager import memory_manager
+from memory_spool import default_spool
 from memory_types import Memory, Profile
 from profiles import get_profile
 from session_context import session_user
@@ -65,9 +67,15 @@ async def export_caller(identity: str) -> dict[str, Any]:
     }
 
 
-async def delete_caller(identity: str) -> int:
-    with session_user(identity):
-        return await memory_manager.aforget_everything()
+async def delete_caller(identity: str) -> tuple[int, int]:
+    """Delete the caller's profile and memories; returns (memories deleted, spooled dropped).
+
+    Memories the worker spooled for this caller during a store outage are dropped first:
+    replayed later, they would bring the caller's data back after its deletion.
+    """
+    with session_user(identity) as user_uuid:
+        dropped = await default_spool().discard_user(user_uuid)
+        return await memory_manager.aforget_everything(), dropped
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -88,10 +96,11 @@ async def _run(args: argparse.Namespace) -> int:
             if not args.yes:
                 print("refusing to delete without --yes", file=sys.stderr)
                 return 2
-            deleted = await delete_caller(args.identity)
+            deleted, dropped = await delete_caller(args.identity)
             print(
                 f"deleted the profile and {deleted} memories of user "
                 f"{livekit_identity_to_uuid(args.identity)}"
+                + (f", and {dropped} spooled memories not yet written" if dropped else "")
             )
         return 0
     except (StorageError, ValueError) as exc:

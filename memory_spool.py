@@ -36,6 +36,8 @@ from store_health import store_outage
 logger = logging.getLogger("memory_worker.spool")
 
 DEFAULT_SPOOL_DIR = PROJECT_DIR / "data" / "spool"
+DISCARD_WAIT_S = 10.0
+MIN_RETRY_DELAY_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,8 @@ class MemorySpool:
         self._file: IO[str] | None = None
         self._path: Path | None = None
         self._own_records = 0
+        self._unfinished = False  # the last replay stopped early: claimed records are waiting
+        self._in_flight = 0  # spooled records a replay is writing right now
         self._replay_lock = threading.Lock()
         self._replayers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
 
@@ -71,7 +75,7 @@ class MemorySpool:
     @property
     def has_pending(self) -> bool:
         """Whether this process has spooled records not yet replayed (new writes queue behind)."""
-        return self._own_records > 0 or self._replay_lock.locked()
+        return self._own_records > 0 or self._unfinished or self._in_flight > 0
 
     def _open_own_file(self) -> IO[str]:
         if self._file is None:
@@ -100,22 +104,46 @@ class MemorySpool:
         if replay:
             self.schedule_replay()
 
-    def _discard_user_sync(self, user_id: str) -> int:
+    def _discard_own_sync(self, user_id: str) -> int:
         with self._lock:
             if self._file is None or self._path is None or self._own_records == 0:
                 return 0
             lines = self._path.read_text(encoding="utf-8").splitlines()
-            keep = [x for x in lines if x.strip() and json.loads(x).get("user_id") != user_id]
+            keep = [x for x in lines if x.strip() and _record_user(x) != user_id]
             with open(self._path, "r+", encoding="utf-8") as fh:  # the append handle can't seek
                 _rewrite(fh, "".join(x + "\n" for x in keep))
             self._own_records = len(keep)
             return len(lines) - len(keep)
 
+    def _discard_user_sync(self, user_id: str) -> tuple[int, int]:
+        # Hold the replay lock so that no replay in this process is halfway through a file
+        # holding this user's records (it would write them after their deletion).
+        locked = self._replay_lock.acquire(timeout=DISCARD_WAIT_S)
+        try:
+            dropped, held = self._discard_own_sync(user_id), 0
+            # Files a replay claimed and could not finish, or left by dead processes.
+            for path in self._claimable_files():
+                file_dropped, file_held = _discard_from_file(path, user_id)
+                dropped += file_dropped
+                held += file_held
+            return dropped, held
+        finally:
+            if locked:
+                self._replay_lock.release()
+
     async def discard_user(self, user_id: str) -> int:
-        """Drop this process's spooled records of `user_id` (they asked to be forgotten)."""
-        dropped = await asyncio.to_thread(self._discard_user_sync, user_id)
+        """Drop every spooled record of `user_id` this process can reach (they asked to be
+        forgotten): its own, and those in files no live process holds."""
+        dropped, held = await asyncio.to_thread(self._discard_user_sync, user_id)
         if dropped:
             logger.info("dropped %d spooled memories of user %s", dropped, user_id)
+        if held:
+            logger.warning(
+                "%d spooled memories of user %s are held by another running worker, which "
+                "will write them when the store is back; delete the user again after that",
+                held,
+                user_id,
+            )
         return dropped
 
     # -- replaying --------------------------------------------------------------------------
@@ -147,12 +175,15 @@ class MemorySpool:
             return 0
         try:
             await asyncio.to_thread(self._rotate_own_file)
-            written = 0
+            written, complete = 0, True
             for path in await asyncio.to_thread(self._claimable_files):
                 done, complete = await self._replay_file(path)
                 written += done
                 if not complete:
                     break
+            # What a failed pass kept (now in a claimed file, not this process's own) must
+            # still hold new writes back, or an older value would overwrite a newer one.
+            self._unfinished = not complete
             if written:
                 logger.info("replayed %d spooled memories into the store", written)
             return written
@@ -170,31 +201,46 @@ class MemorySpool:
             except BlockingIOError:
                 return 0, True  # a live process owns it
             lines = (await asyncio.to_thread(fh.read)).splitlines()
-            written = 0
-            for index, line in enumerate(lines):
-                if not line.strip():
-                    continue
-                try:
-                    record = SpoolRecord(**json.loads(line))
-                except (ValueError, TypeError):
-                    logger.error("skipping a corrupt spool line in %s", path.name)
-                    continue
-                try:
-                    await self._write(record)
-                except ValueError as exc:
-                    logger.error("dropping a spooled memory the store refuses: %s", exc)
-                    continue
-                except StorageError as exc:
-                    store_outage.failed("spool replay", exc)
-                    rest = "".join(x + "\n" for x in lines[index:] if x.strip())
-                    await asyncio.to_thread(_rewrite, fh, rest)
-                    return written, False
-                written += 1
-            store_outage.succeeded()
-            await asyncio.to_thread(path.unlink, True)
-            return written, True
+            # While these are being written, new writes queue behind them (has_pending);
+            # a replay that finds nothing does not hold anyone back.
+            self._in_flight += len(lines)
+            try:
+                return await self._replay_lines(path, fh, lines)
+            finally:
+                self._in_flight -= len(lines)
         finally:
             await asyncio.to_thread(fh.close)
+
+    async def _replay_lines(self, path: Path, fh: IO[str], lines: list[str]) -> tuple[int, bool]:
+        written = 0
+        for index, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                record = SpoolRecord(**json.loads(line))
+            except (ValueError, TypeError):
+                logger.error("skipping a corrupt spool line in %s", path.name)
+                continue
+            try:
+                await self._write(record)
+            except _IdentityMismatch as exc:
+                # Not an outage: retrying cannot help, and it must not hold back every other
+                # record. Kept beside the spool (not replayed) for the operator.
+                logger.error("%s", exc)
+                await asyncio.to_thread(_set_aside, path, line)
+                continue
+            except ValueError as exc:
+                logger.error("dropping a spooled memory the store refuses: %s", exc)
+                continue
+            except StorageError as exc:
+                store_outage.failed("spool replay", exc)
+                rest = "".join(x + "\n" for x in lines[index:] if x.strip())
+                await asyncio.to_thread(_rewrite, fh, rest)
+                return written, False
+            written += 1
+        store_outage.succeeded()
+        await asyncio.to_thread(path.unlink, True)
+        return written, True
 
     async def _write(self, record: SpoolRecord) -> None:
         with session_user(record.identity) as user_id:
@@ -217,17 +263,62 @@ class MemorySpool:
         while True:
             await asyncio.sleep(delay)
             await self.replay()
-            if not self.has_pending and not await asyncio.to_thread(self._claimable_files):
+            leftovers = await asyncio.to_thread(self._claimable_files)
+            # Checked after the last await and acted on at once: a record appended from now on
+            # finds this task done, and its `schedule_replay` starts a new one.
+            if not leftovers and not self.has_pending:
                 return
-            delay = min(delay * 2, max_delay)
+            delay = min(max(delay * 2, MIN_RETRY_DELAY_S), max_delay)
 
 
 class _IdentityMismatch(StorageError):
     def __init__(self, record: SpoolRecord) -> None:
         super().__init__(
             f"a spooled memory for user {record.user_id} maps to another uuid now; "
-            "IDENTITY_NAMESPACE changed since it was captured. It is kept in the spool."
+            "IDENTITY_NAMESPACE changed since it was captured. It is kept beside the spool, "
+            "in a .mismatch file, and not replayed."
         )
+
+
+def _record_user(line: str) -> str | None:
+    try:
+        user_id = json.loads(line).get("user_id")
+    except (ValueError, AttributeError):
+        return None  # a corrupt line is kept; replay reports it
+    return user_id if isinstance(user_id, str) else None
+
+
+def _discard_from_file(path: Path, user_id: str) -> tuple[int, int]:
+    """(records of `user_id` dropped from `path`, records left because a live process
+    holds the file)."""
+    try:
+        fh = open(path, "r+", encoding="utf-8")
+    except FileNotFoundError:
+        return 0, 0
+    with fh:
+        lines = [x for x in fh.read().splitlines() if x.strip()]
+        keep = [x for x in lines if _record_user(x) != user_id]
+        if len(keep) == len(lines):
+            return 0, 0
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0, len(lines) - len(keep)
+        fh.seek(0)  # read again under the lock: the file may have changed meanwhile
+        lines = [x for x in fh.read().splitlines() if x.strip()]
+        keep = [x for x in lines if _record_user(x) != user_id]
+        if keep:
+            _rewrite(fh, "".join(x + "\n" for x in keep))
+        else:
+            path.unlink(missing_ok=True)
+        return len(lines) - len(keep), 0
+
+
+def _set_aside(path: Path, line: str) -> None:
+    with open(path.with_suffix(".mismatch"), "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _rewrite(fh: IO[str], text: str) -> None:

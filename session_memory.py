@@ -65,6 +65,7 @@ class SessionMemory:
         self._worker: asyncio.Task[None] | None = None
         self._busy = False
         self._closed = False
+        self._forgotten = False
         user_uuid = session_context.run(get_session_user_uuid)
         identity = session_context.run(get_session_livekit_identity)
         if user_uuid is None or identity is None:
@@ -135,6 +136,8 @@ class SessionMemory:
         )
 
     async def _write(self, memory: CapturedMemory) -> None:
+        if self._forgotten:
+            return  # e.g. the rest of a slow extraction that finished after the caller's ask
         if self._spool.has_pending:
             await self._spool.append(self._record(memory))
             self.spooled_count += 1
@@ -156,9 +159,13 @@ class SessionMemory:
         """The caller asked to be forgotten: stop capturing for this session, drop what is
         queued or spooled for them, and delete their profile and every memory."""
         self._closed = True
+        self._forgotten = True
         while not self._queue.empty():
             self._queue.get_nowait()
             self._queue.task_done()
+        # A write already inside the store (or on its way to the spool) must land before the
+        # deletion below, not after it.
+        await self.flush()
         await self._spool.discard_user(self.user_uuid)
         return await self._manager.aforget_everything()
 

@@ -316,7 +316,13 @@ class PostgresMemoryStore:
             await pool.release(conn, timeout=CLEANUP_GRACE_SECONDS)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             logger.debug("dropping a Postgres connection that could not be reset (%s)", exc)
-            conn.terminate()
+            try:
+                conn.terminate()
+            except asyncpg.InterfaceError:
+                # asyncpg already terminated it when the reset failed, and released the
+                # proxy: the connection is gone either way. (Raising here turned a query
+                # that had succeeded into a "store unavailable" error under load.)
+                pass
 
     def _release_in_background(self, pool: asyncpg.Pool, conn: Any) -> None:
         task = asyncio.get_running_loop().create_task(self._release(pool, conn))

@@ -1,0 +1,198 @@
+"""The operator's data-rights tool, run as the operator runs it: `python memory_admin.py ...`.
+
+Each command runs in a subprocess against a temporary SQLite file (`MEMORY_SQLITE_PATH`)
+holding two callers, from a directory without a `.env`, so nothing else is touched. What the
+store holds afterwards is read back from the file row by row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from identity import livekit_identity_to_uuid
+from memory_spool import new_record
+from storage.sqlite_store import SQLiteMemoryStore
+from tests.fakes import sqlite_rows
+
+ADMIN = Path(__file__).resolve().parent.parent / "memory_admin.py"
+ALICE = "alice@example.com"
+BOB = "bob@example.com"
+MEMORIES = {
+    ALICE: {
+        ("PREFERENCE", "favorite_color"): "teal",
+        ("PRESENTATION", "name"): "Marisol",
+        ("RELATIONSHIP", "sister_name"): "Ana",
+    },
+    BOB: {
+        ("PREFERENCE", "favorite_color"): "orange",
+        ("PRESENTATION", "name"): "Thaddeus",
+    },
+}
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """A store file with a profile and memories for each of two callers."""
+    path = tmp_path / "admin.sqlite3"
+
+    async def seed() -> None:
+        store = SQLiteMemoryStore(path)
+        try:
+            for identity, memories in MEMORIES.items():
+                user_id = livekit_identity_to_uuid(identity)
+                await store.ensure_profile(user_id, identity)
+                for (category, key), value in memories.items():
+                    await store.upsert_memory(user_id, category, key, value, identity)
+        finally:
+            await store.aclose()
+
+    asyncio.run(seed())
+    return path
+
+
+def admin(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MEMORY_SQLITE_PATH": str(db)}
+    for name in ("SUPABASE_URL", "DATABASE_URL"):
+        env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, str(ADMIN), *args],
+        cwd=db.parent,  # no .env here: the test's environment is all it sees
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def rows_by_user(db: Path) -> dict[str, set[tuple[str, str, str]]]:
+    rows: dict[str, set[tuple[str, str, str]]] = {}
+    for m in sqlite_rows(db)[1]:
+        rows.setdefault(m["user_id"], set()).add((m["category"], m["key"], m["value"]))
+    return rows
+
+
+def expected(identity: str) -> set[tuple[str, str, str]]:
+    return {(c, k, v) for (c, k), v in MEMORIES[identity].items()}
+
+
+def test_list_shows_one_callers_memories(db: Path) -> None:
+    done = admin(db, "list", ALICE)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"user {livekit_identity_to_uuid(ALICE)}: 3 memories"
+    assert sorted(lines[1:]) == sorted(
+        f"  [{c}] {k} = {v}" for (c, k), v in MEMORIES[ALICE].items()
+    )
+    assert "orange" not in done.stdout and "Thaddeus" not in done.stdout
+
+
+def test_export_is_json_of_exactly_one_callers_profile_and_memories(
+    db: Path, tmp_path: Path
+) -> None:
+    done = admin(db, "export", ALICE)
+    assert done.returncode == 0, done.stderr
+    data: dict[str, Any] = json.loads(done.stdout)
+    user_id = livekit_identity_to_uuid(ALICE)
+    assert set(data) == {"identity", "user_uuid", "profile", "memories"}
+    assert data["identity"] == ALICE and data["user_uuid"] == user_id
+    assert data["profile"]["id"] == user_id
+    assert data["profile"]["original_identity"] == ALICE
+    assert data["profile"]["created_at"]
+    assert {(m["category"], m["key"], m["value"]) for m in data["memories"]} == expected(ALICE)
+    assert all(m["created_at"] and m["updated_at"] for m in data["memories"])
+    assert "orange" not in done.stdout and "Thaddeus" not in done.stdout
+
+    # to a file, for handing over; the same document
+    out = tmp_path / "alice.json"
+    to_file = admin(db, "export", ALICE, "--output", str(out))
+    assert to_file.returncode == 0, to_file.stderr
+    assert json.loads(out.read_text(encoding="utf-8")) == data
+
+    # a caller the store has never seen: an empty export, not an error, nothing created
+    nobody = admin(db, "export", "nobody@example.com")
+    assert nobody.returncode == 0, nobody.stderr
+    assert json.loads(nobody.stdout)["profile"] is None
+    assert json.loads(nobody.stdout)["memories"] == []
+    assert rows_by_user(db) == {
+        livekit_identity_to_uuid(ALICE): expected(ALICE),
+        livekit_identity_to_uuid(BOB): expected(BOB),
+    }
+
+
+def test_delete_without_yes_refuses_and_deletes_nothing(db: Path) -> None:
+    before = sqlite_rows(db)
+    done = admin(db, "delete", ALICE)
+    assert done.returncode == 2
+    assert "refusing to delete without --yes" in done.stderr
+    assert sqlite_rows(db) == before
+
+
+def test_delete_with_yes_deletes_that_caller_only(db: Path) -> None:
+    # memories the worker spooled for both callers while the store was down, in the file of
+    # a worker process that is gone: they would be written back when replayed
+    spool_dir = Path(os.environ["MEMORY_SPOOL_DIR"])
+    spool_dir.mkdir(parents=True)
+    records = [
+        new_record(ALICE, livekit_identity_to_uuid(ALICE), "FACT", "home_town", "Leeds"),
+        new_record(BOB, livekit_identity_to_uuid(BOB), "FACT", "home_town", "Oslo"),
+    ]
+    spool_file = spool_dir / "spool-999999-deadbeef.jsonl"
+    spool_file.write_text("".join(json.dumps(asdict(r)) + "\n" for r in records))
+    profiles_before, _ = sqlite_rows(db)
+    bob_profile = [p for p in profiles_before if p["id"] == livekit_identity_to_uuid(BOB)]
+
+    done = admin(db, "delete", ALICE, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(
+        f"deleted the profile and 3 memories of user {livekit_identity_to_uuid(ALICE)}"
+    )
+    assert "1 spooled" in done.stdout
+
+    profiles, _ = sqlite_rows(db)
+    assert profiles == bob_profile
+    assert rows_by_user(db) == {livekit_identity_to_uuid(BOB): expected(BOB)}
+    spooled = [json.loads(x) for x in spool_file.read_text().splitlines()]
+    assert [r["identity"] for r in spooled] == [BOB]
+
+    # deleting again is harmless, and says what it found
+    again = admin(db, "delete", ALICE, "--yes")
+    assert again.returncode == 0, again.stderr
+    assert "0 memories" in again.stdout
+    assert rows_by_user(db) == {livekit_identity_to_uuid(BOB): expected(BOB)}
+
+
+def test_an_invalid_identity_is_a_clear_error(db: Path) -> None:
+    before = sqlite_rows(db)
+    runs = [
+        (command, identity)
+        for identity in ("", "   ", "x" * 1025)
+        for command in (("list",), ("export",), ("delete", "--yes"))
+    ]
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        results = list(pool.map(lambda run: admin(db, run[0][0], run[1], *run[0][1:]), runs))
+    for run, done in zip(runs, results, strict=True):
+        assert done.returncode == 1, (run, done.stdout, done.stderr)
+        assert done.stderr.startswith("memory_admin: a LiveKit identity must"), run
+        assert "Traceback" not in done.stderr
+        assert done.stdout == ""
+    assert sqlite_rows(db) == before
+
+
+def test_an_unusable_store_is_a_clear_error(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "a-directory"  # MEMORY_SQLITE_PATH names a directory
+    not_a_db.mkdir()
+    done = admin(not_a_db, "list", ALICE)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.startswith("memory_admin: ")
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,499 @@
+"""The caller's control over their memory, by voice: the agent's function tools.
+
+The tools are called on a real `CompanionAgent` built the way `start_caller_session` builds it
+(session user set, then `SessionMemory.for_current_session()`), against the real SQLite store,
+and every call is made from a task with an EMPTY context, as tool calls reached from room
+callbacks can be: the tools must do their memory work in the session's own context. One test
+drives a tool through a real `AgentSession` with an LLM that emits the tool call.
+The outcome is always read back from the store file row by row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from livekit.agents import (
+    AgentSession,
+    APIConnectOptions,
+    ToolError,
+    llm,
+)
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+
+import storage
+from companion import STORE_DOWN_MESSAGE, CompanionAgent
+from identity import livekit_identity_to_uuid
+from memory_manager import memory_manager
+from memory_recall import recall
+from memory_spool import default_spool, spool_dir_from_env
+from memory_types import Profile
+from session_context import session_user, set_session_user
+from session_memory import SessionMemory
+from storage.sqlite_store import SQLiteMemoryStore
+from store_health import store_outage
+from tests.fakes import FakeStoreOutage, sqlite_rows
+from voice_session import start_caller_session
+
+T = TypeVar("T")
+
+ALICE = "alice@example.com"
+BOB = "bob@example.com"
+# The tools never read their RunContext (livekit passes one when the model calls them).
+NO_RUN_CONTEXT: Any = None
+ALL_OPERATIONS = frozenset(
+    {
+        "ensure_profile",
+        "get_profile",
+        "complete_first_login",
+        "upsert_memory",
+        "get_memory",
+        "search_memories",
+        "list_memories",
+        "delete_memory",
+        "delete_user",
+    }
+)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+async def agent_for(identity: str) -> CompanionAgent:
+    """A caller's agent, built in a task of its own as the job entrypoint builds it."""
+
+    async def build() -> CompanionAgent:
+        user_uuid = set_session_user(identity)
+        memory = SessionMemory.for_current_session()
+        profile = Profile(id=user_uuid, original_identity=identity, is_first_login=False)
+        return CompanionAgent(profile=profile, session_memory=memory)
+
+    return await asyncio.create_task(build())
+
+
+async def from_empty_context(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` in a task whose context has no session user at all."""
+    return await asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
+
+
+async def remember_earlier(identity: str, facts: dict[tuple[str, str], str]) -> None:
+    with session_user(identity):
+        for (category, key), value in facts.items():
+            await memory_manager.astore(category, key, value)
+
+
+def rows_of(path: Path, identity: str) -> dict[tuple[str, str], str]:
+    user_id = livekit_identity_to_uuid(identity)
+    return {
+        (m["category"], m["key"]): m["value"]
+        for m in sqlite_rows(path)[1]
+        if m["user_id"] == user_id
+    }
+
+
+def facts(rows: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
+    return {k: v for k, v in rows.items() if not k[1].startswith("utterance_")}
+
+
+def utterances(rows: dict[tuple[str, str], str]) -> list[str]:
+    return sorted(v for k, v in rows.items() if k[1].startswith("utterance_"))
+
+
+def mentions(rows: dict[tuple[str, str], str], word: str) -> bool:
+    return any(word in value for value in rows.values())
+
+
+async def eventually(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait until `condition` holds (a deadline, not a speed assertion)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def spooled_user_ids() -> list[str]:
+    directory = spool_dir_from_env()
+    if not directory.is_dir():
+        return []
+    return [
+        json.loads(line)["user_id"]
+        for path in sorted(directory.glob("*.jsonl"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+
+
+BOB_FACTS = {
+    ("PREFERENCE", "favorite_color"): "orange",
+    ("RELATIONSHIP", "sister_name"): "Bea",
+    ("PRESENTATION", "name"): "Thaddeus",
+}
+
+
+# -- remember_this ---------------------------------------------------------------------------
+
+
+async def test_remember_this_stores_under_the_caller_even_from_an_empty_context(
+    installed_sqlite_store: SQLiteMemoryStore,
+) -> None:
+    alice, bob = await agent_for(ALICE), await agent_for(BOB)
+
+    said = await from_empty_context(
+        alice.remember_this(NO_RUN_CONTEXT, "my favourite colour is teal")
+    )
+    assert "Saved" in said
+    await from_empty_context(bob.remember_this(NO_RUN_CONTEXT, "my sister's name is Bea"))
+
+    path = installed_sqlite_store.path
+    assert facts(rows_of(path, ALICE)) == {("PREFERENCE", "favorite_color"): "teal"}
+    assert utterances(rows_of(path, ALICE)) == ["my favourite colour is teal"]
+    assert facts(rows_of(path, BOB)) == {("RELATIONSHIP", "sister_name"): "Bea"}
+    assert utterances(rows_of(path, BOB)) == ["my sister's name is Bea"]
+    users = {m["user_id"] for m in sqlite_rows(path)[1]}
+    assert users == {livekit_identity_to_uuid(ALICE), livekit_identity_to_uuid(BOB)}
+
+    # saying it again replaces the fact, it does not pile up a second answer
+    await from_empty_context(alice.remember_this(NO_RUN_CONTEXT, "my favourite colour is red"))
+    assert facts(rows_of(path, ALICE)) == {("PREFERENCE", "favorite_color"): "red"}
+
+
+async def test_remember_this_with_nothing_to_keep_asks_what_to_keep(
+    installed_sqlite_store: SQLiteMemoryStore,
+) -> None:
+    alice = await agent_for(ALICE)
+    with pytest.raises(ToolError, match="ask what exactly to keep"):
+        await from_empty_context(alice.remember_this(NO_RUN_CONTEXT, "ok thanks"))
+    assert sqlite_rows(installed_sqlite_store.path)[1] == []
+
+
+# -- what_do_you_know_about_me ---------------------------------------------------------------
+
+
+async def test_what_do_you_know_reads_back_the_callers_facts_only(
+    installed_sqlite_store: SQLiteMemoryStore,
+) -> None:
+    await remember_earlier(
+        ALICE,
+        {
+            ("PREFERENCE", "favorite_color"): "teal",
+            ("PRESENTATION", "name"): "Marisol",
+            ("RELATIONSHIP", "dog_name"): "Biscuit",
+        },
+    )
+    await remember_earlier(BOB, BOB_FACTS)
+    alice, carol = await agent_for(ALICE), await agent_for("carol@example.com")
+
+    known = await from_empty_context(alice.what_do_you_know_about_me(NO_RUN_CONTEXT))
+    for value in ("teal", "Marisol", "Biscuit"):
+        assert f'"{value}"' in known
+    for key in ("favorite_color", "name", "dog_name"):  # keys, to forget an item later
+        assert f"/ {key}:" in known
+    for value in BOB_FACTS.values():
+        assert value not in known
+    assert "<caller_memories>" in known and "</caller_memories>" in known
+
+    nothing = await from_empty_context(carol.what_do_you_know_about_me(NO_RUN_CONTEXT))
+    assert "do not remember anything" in nothing
+    assert "<caller_memories>" not in nothing
+
+
+# -- forget_memory ---------------------------------------------------------------------------
+
+
+async def test_forget_memory_by_key_forgets_that_fact_for_this_caller_only(
+    installed_sqlite_store: SQLiteMemoryStore,
+) -> None:
+    alice, bob = await agent_for(ALICE), await agent_for(BOB)
+    await from_empty_context(alice.remember_this(NO_RUN_CONTEXT, "my favourite colour is teal"))
+    await from_empty_context(alice.remember_this(NO_RUN_CONTEXT, "my sister's name is Ana"))
+    await from_empty_context(bob.remember_this(NO_RUN_CONTEXT, "my favourite colour is orange"))
+    path = installed_sqlite_store.path
+    bob_before = rows_of(path, BOB)
+
+    result = await from_empty_context(alice.forget_memory(NO_RUN_CONTEXT, "favorite_color"))
+    assert "favorite_color (teal)" in result
+
+    assert facts(rows_of(path, ALICE)) == {("RELATIONSHIP", "sister_name"): "Ana"}
+    # nor is it kept in the caller's own words: asked again, nothing says teal
+    assert not mentions(rows_of(path, ALICE), "teal")
+    with session_user(ALICE):
+        assert await recall("what's my favourite colour?", budget_s=2.0) == []
+    assert rows_of(path, BOB) == bob_before
+
+
+async def test_forget_memory_by_description(installed_sqlite_store: SQLiteMemoryStore) -> None:
+    alice, bob = await agent_for(ALICE), await agent_for(BOB)
+    await remember_earlier(
+        ALICE,
+        {
+            ("PREFERENCE", "favorite_color"): "teal",
+            ("RELATIONSHIP", "sister_name"): "Ana",
+            ("RELATIONSHIP", "dog_name"): "Biscuit",
+        },
+    )
+    await remember_earlier(BOB, BOB_FACTS)
+    await from_empty_context(alice.remember_this(NO_RUN_CONTEXT, "my favourite colour is teal"))
+    path = installed_sqlite_store.path
+
+    result = await from_empty_context(alice.forget_memory(NO_RUN_CONTEXT, "my sister"))
+    assert "sister_name (Ana)" in result
+    assert ("RELATIONSHIP", "sister_name") not in rows_of(path, ALICE)
+
+    result = await from_empty_context(alice.forget_memory(NO_RUN_CONTEXT, "my favourite colour"))
+    assert "teal" in result
+    assert facts(rows_of(path, ALICE)) == {("RELATIONSHIP", "dog_name"): "Biscuit"}
+    assert not mentions(rows_of(path, ALICE), "teal")
+    assert facts(rows_of(path, BOB)) == BOB_FACTS  # the same keys of another caller stay
+    # forgetting is per caller even when both callers use the same words
+    bob_said = await from_empty_context(bob.what_do_you_know_about_me(NO_RUN_CONTEXT))
+    assert '"orange"' in bob_said and '"Bea"' in bob_said
+
+
+async def test_forget_memory_that_matches_nothing_says_what_to_do(
+    installed_sqlite_store: SQLiteMemoryStore,
+) -> None:
+    await remember_earlier(BOB, BOB_FACTS)
+    alice = await agent_for(ALICE)
+    await remember_earlier(ALICE, {("PREFERENCE", "favorite_color"): "teal"})
+    for what in ("my sister", "quantum physics"):  # bob's key, and a topic never mentioned
+        with pytest.raises(ToolError) as raised:
+            await from_empty_context(alice.forget_memory(NO_RUN_CONTEXT, what))
+        message = str(raised.value)
+        assert "Nothing matched" in message
+        assert "what_do_you_know_about_me" in message  # the next step, spelled out
+    assert facts(rows_of(installed_sqlite_store.path, ALICE)) == {
+        ("PREFERENCE", "favorite_color"): "teal"
+    }
+    assert facts(rows_of(installed_sqlite_store.path, BOB)) == BOB_FACTS
+
+
+# -- the store is down -----------------------------------------------------------------------
+
+
+async def test_every_tool_says_the_store_is_down_in_words_the_agent_can_act_on(
+    installed_sqlite_store: SQLiteMemoryStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(store_outage, "_failures", 0)
+    await remember_earlier(ALICE, {("PREFERENCE", "favorite_color"): "teal"})
+    alice = await agent_for(ALICE)
+    outage = FakeStoreOutage(installed_sqlite_store, failing=ALL_OPERATIONS)
+    storage.set_store(outage)  # type: ignore[arg-type]
+
+    calls: list[Coroutine[Any, Any, str]] = [
+        alice.remember_this(NO_RUN_CONTEXT, "my sister's name is Ana"),
+        alice.what_do_you_know_about_me(NO_RUN_CONTEXT),
+        alice.forget_memory(NO_RUN_CONTEXT, "favorite_color"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="memory_worker.agent"):
+        for call in calls:
+            with pytest.raises(ToolError) as raised:
+                await from_empty_context(call)
+            assert str(raised.value) == STORE_DOWN_MESSAGE
+            assert "offer to try again later" in str(raised.value)
+        asked = await from_empty_context(alice.forget_everything_about_me(NO_RUN_CONTEXT, False))
+        assert "Not deleted yet" in asked
+        with pytest.raises(ToolError, match="unavailable"):
+            await from_empty_context(alice.forget_everything_about_me(NO_RUN_CONTEXT, True))
+    assert {"upsert_memory", "search_memories", "delete_user"} <= set(outage.refused)
+    # the store error is logged for the operator, not handed to the caller
+    assert any("fake outage" in r.getMessage() for r in caplog.records)
+
+    outage.down = False
+    assert rows_of(installed_sqlite_store.path, ALICE) == {("PREFERENCE", "favorite_color"): "teal"}
+
+
+# -- forget_everything_about_me --------------------------------------------------------------
+
+
+async def test_forget_everything_asks_first_then_removes_everything_of_this_caller_only(
+    installed_sqlite_store: SQLiteMemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_outage, "_failures", 0)
+    path = installed_sqlite_store.path
+    await remember_earlier(
+        ALICE, {("PREFERENCE", "favorite_color"): "teal", ("PRESENTATION", "name"): "Marisol"}
+    )
+    await remember_earlier(BOB, BOB_FACTS)
+    alice, bob = await agent_for(ALICE), await agent_for(BOB)
+
+    # while the store refused writes, both callers said things: they wait in the spool, and
+    # the replayer has already claimed them once (and failed) before the caller asks
+    outage = FakeStoreOutage(installed_sqlite_store, failing=frozenset({"upsert_memory"}))
+    storage.set_store(outage)  # type: ignore[arg-type]
+    alice.session_memory.capture("I collect old maps of Porto")
+    bob.session_memory.capture("I collect vintage radios")
+    assert await alice.session_memory.flush() and await bob.session_memory.flush()
+    spool = default_spool()
+    assert await spool.replay() == 0
+    assert sorted(set(spooled_user_ids())) == sorted(
+        {livekit_identity_to_uuid(ALICE), livekit_identity_to_uuid(BOB)}
+    )
+    outage.down = False
+    bob_before = rows_of(path, BOB)
+
+    # the first call only asks the caller to confirm; nothing is deleted, even when the
+    # model passes confirmed=true before having asked
+    asked = await from_empty_context(alice.forget_everything_about_me(NO_RUN_CONTEXT, False))
+    assert "Not deleted yet" in asked and "confirm" in asked
+    asked = await from_empty_context(bob.forget_everything_about_me(NO_RUN_CONTEXT, True))
+    assert "Not deleted yet" in asked
+    assert facts(rows_of(path, ALICE)) == {
+        ("PREFERENCE", "favorite_color"): "teal",
+        ("PRESENTATION", "name"): "Marisol",
+    }
+    assert facts(rows_of(path, BOB)) == BOB_FACTS
+    assert livekit_identity_to_uuid(ALICE) in spooled_user_ids()
+
+    # the caller confirmed out loud
+    done = await from_empty_context(alice.forget_everything_about_me(NO_RUN_CONTEXT, True))
+    assert "Deleted" in done and "2 memories" in done
+
+    assert rows_of(path, ALICE) == {}
+    profiles, _ = sqlite_rows(path)
+    assert livekit_identity_to_uuid(ALICE) not in {p["id"] for p in profiles}
+    assert livekit_identity_to_uuid(BOB) in {p["id"] for p in profiles}
+    assert livekit_identity_to_uuid(ALICE) not in spooled_user_ids()
+    assert livekit_identity_to_uuid(BOB) in spooled_user_ids()
+
+    # the caller keeps talking in the same session: nothing more is captured for them
+    alice.session_memory.capture("my favourite colour is red", message_id="after-forget")
+    assert await alice.session_memory.flush()
+    # and what was spooled before is replayed for the other caller only
+    await spool.replay()
+    assert rows_of(path, ALICE) == {}
+    assert livekit_identity_to_uuid(ALICE) not in {p["id"] for p in sqlite_rows(path)[0]}
+    assert utterances(rows_of(path, BOB)) == ["I collect vintage radios"]
+    assert facts(rows_of(path, BOB)) == facts(bob_before) == BOB_FACTS
+    assert spooled_user_ids() == []
+
+
+class FakeSlowWrites:
+    """A store wrapper whose memory writes take `delay` seconds (a slow network)."""
+
+    def __init__(self, inner: SQLiteMemoryStore, delay: float) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.name = f"slow({inner.name})"
+        self.writes_started = 0
+
+    async def upsert_memory(
+        self, user_id: str, category: str, key: str, value: str, identity: str | None = None
+    ) -> None:
+        self.writes_started += 1
+        await asyncio.sleep(self.delay)
+        await self.inner.upsert_memory(user_id, category, key, value, identity)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_write_in_flight_when_the_caller_asks_to_be_forgotten_is_not_left_behind(
+    installed_sqlite_store: SQLiteMemoryStore,
+) -> None:
+    alice = await agent_for(ALICE)
+    slow = FakeSlowWrites(installed_sqlite_store, delay=0.2)
+    storage.set_store(slow)  # type: ignore[arg-type]
+    alice.session_memory.capture("my favourite colour is teal")
+    await eventually(lambda: slow.writes_started > 0, "the background writer to be writing")
+
+    await from_empty_context(alice.forget_everything_about_me(NO_RUN_CONTEXT, False))
+    await from_empty_context(alice.forget_everything_about_me(NO_RUN_CONTEXT, True))
+    await asyncio.sleep(0.3)  # well past the slow write
+    assert await alice.session_memory.flush()
+    assert rows_of(installed_sqlite_store.path, ALICE) == {}
+    assert spooled_user_ids() == []
+
+
+# -- a tool call made by the model, through a real AgentSession ------------------------------
+
+
+class FakeToolCallingLLM(llm.LLM):
+    """An LLM that, for a user message starting with "please remember", calls remember_this
+    with the rest of the message, then answers "saved" once the tool result is in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[llm.ChatContext] = []
+
+    @property
+    def model(self) -> str:
+        return "fake-tool-calling"
+
+    @property
+    def provider(self) -> str:
+        return "fake"
+
+    def chat(
+        self,
+        *,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool] | None = None,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
+        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
+        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
+    ) -> llm.LLMStream:
+        self.requests.append(chat_ctx.copy())
+        return _FakeToolCallStream(
+            self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options
+        )
+
+
+class _FakeToolCallStream(llm.LLMStream):
+    async def _run(self) -> None:
+        last = self._chat_ctx.items[-1] if self._chat_ctx.items else None
+        if isinstance(last, llm.FunctionCallOutput):
+            delta = llm.ChoiceDelta(role="assistant", content=f"tool said: {last.output}")
+        elif (
+            isinstance(last, llm.ChatMessage)
+            and last.role == "user"
+            and (last.text_content or "").startswith("please remember ")
+        ):
+            fact = (last.text_content or "")[len("please remember ") :]
+            call = llm.FunctionToolCall(
+                name="remember_this", arguments=json.dumps({"fact": fact}), call_id="call-1"
+            )
+            delta = llm.ChoiceDelta(role="assistant", tool_calls=[call])
+        else:
+            delta = llm.ChoiceDelta(role="assistant", content="ok")
+        self._event_ch.send_nowait(llm.ChatChunk(id="fake", delta=delta))
+
+
+async def test_a_tool_call_from_the_model_stores_under_the_sessions_caller(
+    installed_sqlite_store: SQLiteMemoryStore,
+) -> None:
+    fake_llm = FakeToolCallingLLM()
+    session: AgentSession[Any] = AgentSession(
+        llm=fake_llm, vad=None, turn_handling={"turn_detection": "manual"}
+    )
+    call = await asyncio.create_task(start_caller_session(session, identity=ALICE))
+    try:
+        result = await session.run(user_input="please remember my dog's name is Biscuit")
+        result.expect.contains_function_call(name="remember_this")
+        outputs = [
+            e.item.output
+            for e in result.events
+            if isinstance(e.item, llm.FunctionCallOutput)  # type: ignore[union-attr]
+        ]
+        assert outputs and "Saved" in outputs[0]
+    finally:
+        assert await call.aclose()
+        await session.aclose()
+    spool = default_spool()  # capture may queue behind the replay every session start runs
+    spool.schedule_replay(first_delay=0.01)
+    await eventually(lambda: not spool.has_pending, "the spool to be replayed")
+    alice_rows = rows_of(installed_sqlite_store.path, ALICE)
+    assert facts(alice_rows) == {("RELATIONSHIP", "dog_name"): "Biscuit"}
+    assert {m["user_id"] for m in sqlite_rows(installed_sqlite_store.path)[1]} == {
+        livekit_identity_to_uuid(ALICE)
+    }

@@ -18,7 +18,7 @@ from livekit.agents import Agent, RunContext, ToolError, function_tool, llm
 
 from memory_capture import extract_memories
 from memory_manager import memory_manager
-from memory_recall import memory_block, recall
+from memory_recall import memory_block, normal_text, recall, without_repeats
 from memory_types import Memory, Profile
 from profiles import mark_first_login_complete
 from session_memory import SessionMemory
@@ -51,6 +51,7 @@ STORE_DOWN_MESSAGE = (
     "moment and offer to try again later."
 )
 READ_BACK_LIMIT = 30
+PREFETCH_LIMIT = 8
 
 
 def caller_name(memories: list[Memory]) -> str | None:
@@ -101,6 +102,7 @@ class CompanionAgent(Agent):
         super().__init__(instructions=instructions, chat_ctx=_initial_context(self.known_memories))
         self._background: set[asyncio.Task[Any]] = set()
         self._forget_all_requested = False
+        self._prefetched: dict[str, asyncio.Task[list[Memory]]] = {}
 
     # -- running memory work in the session's context ---------------------------------------
 
@@ -143,6 +145,20 @@ class CompanionAgent(Agent):
 
     # -- each caller turn ---------------------------------------------------------------------
 
+    def prefetch_recall(self, transcript: str) -> None:
+        """Start recall as soon as a final transcript arrives.
+
+        LiveKit waits for the end of the caller's turn (endpointing) between the final
+        transcript and `on_user_turn_completed`; searching during that wait means the hook
+        usually finds the result ready instead of making the reply wait for it.
+        """
+        key = normal_text(transcript)
+        if not key or key in self._prefetched:
+            return
+        self._prefetched[key] = self._spawn(recall(transcript))
+        while len(self._prefetched) > PREFETCH_LIMIT:
+            self._prefetched.pop(next(iter(self._prefetched))).cancel()
+
     async def on_user_turn_completed(
         self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
     ) -> None:
@@ -157,7 +173,12 @@ class CompanionAgent(Agent):
                 for item in turn_ctx.items
                 if isinstance(item, llm.ChatMessage) and item.role == "user"
             ]
-            memories = await self._in_session(recall(text, exclude=[*said, text]))
+            prefetched = self._prefetched.pop(normal_text(text), None)
+            for stale in self._prefetched.values():  # transcripts this turn did not keep
+                stale.cancel()
+            self._prefetched.clear()
+            found = await (prefetched or self._in_session(recall(text)))
+            memories = without_repeats(found, [*said, text])
             if memories:
                 # Only touch the context when there is something to add: an edit invalidates
                 # a preemptive generation.

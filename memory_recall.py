@@ -48,7 +48,7 @@ def recall_budget_seconds() -> float:
     return value / 1000
 
 
-def _normal(text: str) -> str:
+def normal_text(text: str) -> str:
     return " ".join(text.lower().split())
 
 
@@ -75,8 +75,13 @@ async def recall(
         store_outage.failed("recall", exc)
         return []
     store_outage.succeeded()
-    seen = {_normal(text) for text in exclude}
-    return [m for m in found if _normal(m.value) not in seen]
+    return without_repeats(found, exclude)
+
+
+def without_repeats(memories: Iterable[Memory], exclude: Iterable[str]) -> list[Memory]:
+    """`memories` minus those that only repeat a text of `exclude` (already in the chat)."""
+    seen = {normal_text(text) for text in exclude}
+    return [m for m in memories if normal_text(m.value) not in seen]
 
 
 def _quote(text: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from livekit import rtc
 from livekit.agents import AgentSession, llm, room_io
-from livekit.agents.voice.events import ConversationItemAddedEvent
+from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTranscribedEvent
 
 from companion import CompanionAgent
 from llm_extractor import LLMFactExtractor, llm_extractor_enabled
@@ -122,6 +122,12 @@ async def start_caller_session(
     memory = SessionMemory.for_current_session(fact_extractor=extractor)
     _capture_typed_messages(session, memory)
     agent = CompanionAgent(profile=profile, session_memory=memory, known_memories=known)
+
+    def on_transcribed(event: UserInputTranscribedEvent) -> None:
+        if event.is_final and event.transcript.strip():
+            agent.prefetch_recall(event.transcript)
+
+    session.on("user_input_transcribed", on_transcribed)
 
     logger.info("[SESSION INIT] Starting LiveKit session...")
     start_kwargs: dict[str, Any] = {"agent": agent}

@@ -104,6 +104,17 @@ def _profile(row: sqlite3.Row) -> Profile:
     )
 
 
+class _GaveUp(Exception):
+    """The reader gave up before its query started; nobody awaits this."""
+
+
+class _Interruptible:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.conn: sqlite3.Connection | None = None
+        self.cancelled = False
+
+
 class SQLiteMemoryStore:
     """`MemoryStore` on a local SQLite file (see module docstring)."""
 
@@ -203,6 +214,32 @@ class SQLiteMemoryStore:
             if isinstance(exc, StorageError):
                 raise
             raise StorageUnavailableError(f"the SQLite memory store is closed ({exc})") from exc
+
+    async def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`_run` for a read the caller may give up on (recall's time budget): when the
+        awaiting task is cancelled, the query is interrupted instead of holding a store
+        thread until it finishes on its own."""
+        handle = _Interruptible()
+
+        def guarded(conn: sqlite3.Connection) -> T:
+            with handle.lock:
+                if handle.cancelled:
+                    raise _GaveUp
+                handle.conn = conn
+            try:
+                return fn(conn)
+            finally:
+                with handle.lock:
+                    handle.conn = None
+
+        try:
+            return await self._run(guarded)
+        except asyncio.CancelledError:
+            with handle.lock:
+                handle.cancelled = True
+                if handle.conn is not None:
+                    handle.conn.interrupt()
+            raise
 
     # -- profiles ---------------------------------------------------------------------------
 
@@ -307,7 +344,7 @@ class SQLiteMemoryStore:
             ).fetchall()
             return [_memory(r, r["score"]) for r in rows]
 
-        return await self._run(op)
+        return await self._run_read(op)
 
     async def list_memories(self, user_id: str) -> list[Memory]:
         def op(conn: sqlite3.Connection) -> list[Memory]:

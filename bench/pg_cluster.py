@@ -14,51 +14,24 @@ with `create_migrated_database`. Everything is stopped and deleted when the cont
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-from tests.postgres_fixtures import (
-    INSTALL_HINT,
-    SUPABASE_ROLES_SQL,
-    PostgresCluster,
-    _server_user,
-    find_postgres_bin,
-)
+from tests.postgres_fixtures import ClusterUnavailableError, PostgresCluster
 
 __all__ = ["ClusterUnavailableError", "create_migrated_database", "throwaway_cluster"]
 
 
-class ClusterUnavailableError(RuntimeError):
-    """The PostgreSQL server binaries (or a user to run them as) are missing."""
-
-
 @contextmanager
 def throwaway_cluster() -> Iterator[PostgresCluster]:
-    """A running private cluster with the Supabase roles; destroyed on exit."""
-    bin_dir = find_postgres_bin()
-    if bin_dir is None:
-        raise ClusterUnavailableError(INSTALL_HINT)
-    run_as = _server_user()
-    if os.geteuid() == 0 and run_as is None:
-        raise ClusterUnavailableError(
-            "running as root and no unprivileged `postgres` or `nobody` user exists"
-        )
-    if run_as and shutil.which("runuser") is None:
-        raise ClusterUnavailableError("running as root but `runuser` (util-linux) is missing")
-    root = Path(tempfile.mkdtemp(prefix="memory-bench-pg-"))
-    if run_as:
-        entry = pwd.getpwnam(run_as)
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-    cluster = PostgresCluster(bin_dir, root, run_as)
+    """A running private cluster with the Supabase roles; destroyed on exit.
+
+    Raises `ClusterUnavailableError` when the PostgreSQL server binaries (or a user to run
+    them as) are missing.
+    """
+    cluster = PostgresCluster.in_temp_dir("memory-bench-pg-")
     try:
-        cluster.initdb()
-        cluster.start()
-        cluster.psql(SUPABASE_ROLES_SQL, dbname="postgres")
+        cluster.boot()
         yield cluster
     finally:
         cluster.destroy()

@@ -10,14 +10,14 @@ measured caller holding `size` memories and `--other-users` other callers (defau
 `size * --other-share` memories each (default 0.2, so the others hold 4x the measured caller's
 rows: the caller is one among many, and every index holds other people's data). Each caller has
 20 stable keys (`name`, `job`, `favorite_color`, ...) and otherwise utterances under
-`utterance_<n>`: 6-18 words drawn from a 4,000-word vocabulary with a Zipf distribution (common
-function words first, then everyday content words, then rarer made-up words), so the commonest
-words are in nearly half of all memories and most words in very few. The bulk fill bypasses the
-store (SQLite: `executemany` on the store's own connection, then a WAL checkpoint; Postgres:
-`COPY` as the superuser, then `VACUUM ANALYZE` as autovacuum would do on a live database, and a
-`CHECKPOINT`); everything measured goes through the worker's real path: `MemoryManager(store)`
-under `session_user(identity)`, so validation, context lookup and (for search) query
-normalisation are included:
+`utterance_<n>`: 6-18 words drawn from a 4,000-word vocabulary with a Zipf distribution
+(`bench/workload.py`: common function words first, then everyday content words, then rarer
+made-up words), so the commonest words are in nearly half of all memories and most words in
+very few. The bulk fill bypasses the store (SQLite: `executemany` on the store's own
+connection, then a WAL checkpoint; Postgres: `COPY` as the superuser, then `VACUUM ANALYZE` as
+autovacuum would do on a live database, and a `CHECKPOINT`); everything measured goes through
+the worker's real path: `MemoryManager(store)` under `session_user(identity)`, so validation,
+context lookup and (for search) query normalisation are included:
 
 - store (new key): `astore` of a new `utterance_<n>`;
 - store (existing key): `astore` replacing an existing key's value;
@@ -46,10 +46,7 @@ import asyncio
 import gc
 import itertools
 import math
-import os
-import platform
 import random
-import shlex
 import sqlite3
 import statistics
 import sys
@@ -58,7 +55,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,10 +65,25 @@ if str(_ROOT) not in sys.path:  # run as a script: make the project's modules im
 
 import asyncpg  # noqa: E402
 
+from bench.report import (  # noqa: E402
+    SQLITE_ENVIRONMENT,
+    choice_list,
+    percentile,
+    positive_int_list,
+    ratio,
+    report_head,
+    report_tail,
+)
+from bench.workload import (  # noqa: E402
+    BASE_TIME,
+    Vocabulary,
+    build_vocabulary,
+    bulk_insert,
+    sqlite_timestamp,
+)
 from identity import livekit_identity_to_uuid  # noqa: E402
 from memory_manager import MemoryManager  # noqa: E402
 from memory_recall import DEFAULT_RECALL_BUDGET_MS, RECALL_LIMIT  # noqa: E402
-from search_query import STOP_WORDS  # noqa: E402
 from session_context import session_user  # noqa: E402
 from storage.base import MemoryStore  # noqa: E402
 from storage.errors import StorageError  # noqa: E402
@@ -107,107 +119,10 @@ DEFAULT_MAX_CELL_SECONDS = 30.0
 DEFAULT_SEED = 2024
 WARMUP_OPS = 32  # per operation, at the highest concurrency (fills the Postgres pool)
 MEASURED_IDENTITY = "bench-caller-measured"
-BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
-VOCABULARY_SIZE = 4_000
-ZIPF_EXPONENT = 1.0
-ZIPF_OFFSET = 2.7  # Zipf-Mandelbrot: flattens the very top a little, as in real text
 
 # ------------------------------------------------------------------------------------------
-# Vocabulary and data
+# Data (the words: bench/workload.py)
 # ------------------------------------------------------------------------------------------
-
-# The most frequent words of casual speech, most frequent first (most are search stop words).
-FUNCTION_WORDS = """
-i the and to a it my was that of in we so you is but just like he she they had for on me
-with at this have be our all what her his about then there one when out up got them really
-went if do not no get would from know been are some well an were going can did him said as
-think because by or still us their into time back over again after much even more could
-""".split()
-
-# Everyday content words of people talking about their lives.
-COMMON_WORDS = """
-work job office boss team meeting project deadline email client colleague shift hospital
-school class teacher student exam homework university degree lecture library book novel
-story poem film movie show series episode music song band concert guitar piano record album
-dog cat puppy kitten vet walk park garden tree flower grass rain snow sun weather summer
-winter spring autumn morning evening night weekend holiday vacation trip flight airport hotel
-beach mountain lake river forest city town village street house apartment flat room kitchen
-bedroom bathroom sofa table chair window door car bike bus train ticket station road traffic
-coffee tea breakfast lunch dinner pizza pasta bread cheese soup salad rice noodles chicken
-fish steak cake chocolate cookie wine beer juice water restaurant cafe bakery market shop
-supermarket money bill rent budget salary price sale gift present birthday party wedding
-anniversary christmas family mother father mom dad sister brother son daughter wife husband
-partner friend neighbour cousin aunt uncle grandma grandpa baby kids children parents
-doctor nurse dentist medicine headache cold flu fever sleep dream tired energy gym run
-running marathon yoga swim swimming football soccer tennis basketball game match score
-win lose training coach player fan ticket stadium phone laptop computer app website game
-camera photo picture video podcast news article newspaper magazine radio television
-painting drawing art museum gallery theatre dance dancing singing cooking baking recipe
-knitting sewing fishing hiking camping climbing cycling surfing skiing travel language
-spanish french german japanese lesson course practice hobby collection stamps coins plants
-tomatoes vegetables fruit apples strawberries oranges lemons garlic onion pepper spice
-birthday cake candles balloon letter card postcard message call chat visit dinner guests
-moving boxes furniture paint wall roof repair plumber electrician landlord neighbourhood
-noise quiet busy crowded calm happy sad angry nervous excited worried proud bored lonely
-grateful surprised relaxed stressed anxious hopeful curious annoyed funny serious strange
-beautiful ugly huge tiny old new young early late fast slow cheap expensive easy hard
-difficult simple warm hot cold cool wet dry dark bright loud soft sweet salty bitter sour
-fresh green blue red yellow purple orange black white grey brown pink golden silver
-remembering forgetting learning teaching building fixing cleaning washing shopping driving
-walking talking reading writing listening watching playing waiting working studying
-planning saving spending borrowing lending sharing helping calling visiting meeting
-promotion interview contract retirement pension insurance tax bank loan mortgage savings
-election politics government council mayor law court police fire accident hospital surgery
-recovery therapy diet vitamins allergy glasses haircut shoes jacket dress shirt scarf hat
-umbrella backpack suitcase passport visa border island ocean ship ferry boat sailing harbour
-castle church temple bridge tower square festival carnival parade fireworks concert opera
-jazz rock blues classical folk pop choir orchestra drums violin trumpet saxophone
-""".split()
-
-
-def _made_up_words(count: int, exclude: set[str], rng: random.Random) -> list[str]:
-    """Pronounceable invented words (`brasotel`, `kimura`): the long tail of rare words."""
-    onsets = "b d f g k l m n p r s t v z br st tr pl gr sh ch kl dr fl".split()
-    vowels = "a e i o u ai ou ea".split()
-    codas = ["", "", "", *"n r l s t m nd rk".split()]
-    words: list[str] = []
-    seen = set(exclude)
-    while len(words) < count:
-        word = "".join(
-            rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas)
-            for _ in range(rng.choice((2, 2, 3)))
-        )
-        if word not in seen:
-            seen.add(word)
-            words.append(word)
-    return words
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    words: tuple[str, ...]  # by rank: the most frequent first
-    cum_weights: tuple[float, ...]  # Zipf weights, cumulated, for random.choices
-    content: tuple[str, ...]  # words a search can use (not stop words), by rank
-    content_cum_weights: tuple[float, ...]
-
-
-def build_vocabulary(size: int = VOCABULARY_SIZE) -> Vocabulary:
-    rng = random.Random("storage-benchmark-vocabulary")
-    common: list[str] = []
-    for word in FUNCTION_WORDS + COMMON_WORDS:
-        if word not in common:
-            common.append(word)
-    words = common + _made_up_words(max(size - len(common), 0), set(common), rng)
-    weights = [1.0 / (rank + ZIPF_OFFSET) ** ZIPF_EXPONENT for rank in range(len(words))]
-    content = [(w, wt) for w, wt in zip(words, weights, strict=True) if w not in STOP_WORDS]
-    content = [(w, wt) for w, wt in content if w not in FUNCTION_WORDS]
-    return Vocabulary(
-        words=tuple(words),
-        cum_weights=tuple(itertools.accumulate(weights)),
-        content=tuple(w for w, _ in content),
-        content_cum_weights=tuple(itertools.accumulate(wt for _, wt in content)),
-    )
-
 
 # Every caller's stable facts (the keys the capture rules write), the same for everyone.
 STABLE_FACTS: tuple[tuple[str, str, str], ...] = (
@@ -274,7 +189,7 @@ class DataGenerator:
         wanted = rng.randint(2, 5)
         words: list[str] = []
         while len(words) < wanted:
-            word = rng.choices(self.vocab.content, cum_weights=self.vocab.content_cum_weights)[0]
+            word = self.vocab.content_word(rng)
             if word not in words:
                 words.append(word)
         return rng.choice(QUERY_TEMPLATES).format(" ".join(words))
@@ -349,27 +264,16 @@ def build_workload(
 # ------------------------------------------------------------------------------------------
 
 
-def _iso(when: datetime) -> str:
-    return when.isoformat(timespec="microseconds")  # the SQLite store's own format
-
-
 async def fill_sqlite(store: SQLiteMemoryStore, workload: Workload) -> None:
-    created = _iso(BASE_TIME - timedelta(days=500))
-
     def fill(conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            "INSERT INTO profiles(id, original_identity, is_first_login, created_at, updated_at)"
-            " VALUES (?, NULL, 0, ?, ?)",
-            [(user_id, created, created) for user_id in workload.user_ids],
+        bulk_insert(
+            conn,
+            [(user_id, None) for user_id in workload.user_ids],
+            (
+                (u, c, k, v, sqlite_timestamp(t), sqlite_timestamp(t))
+                for u, c, k, v, t in workload.rows
+            ),
         )
-        conn.executemany(
-            "INSERT INTO memories(user_id, category, key, value, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            ((u, c, k, v, _iso(t), _iso(t)) for u, c, k, v, t in workload.rows),
-        )
-        conn.execute("COMMIT")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     await store._run(fill)
 
@@ -429,14 +333,6 @@ async def postgres_size_mb(admin_dsn: str) -> float:
 # ------------------------------------------------------------------------------------------
 # Measuring
 # ------------------------------------------------------------------------------------------
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (`q` in 0..100) of already sorted values."""
-    if not sorted_values:
-        return math.nan
-    rank = max(math.ceil(q / 100 * len(sorted_values)), 1)
-    return sorted_values[rank - 1]
 
 
 @dataclass
@@ -712,37 +608,17 @@ def _rate(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:,.0f}"
 
 
-def _ratio(a: float, b: float) -> str:
-    if math.isnan(a) or math.isnan(b) or b == 0:
-        return "-"
-    return f"{a / b:.2f}"
-
-
 def _tasks(count: int) -> str:
     return f"{count} task" if count == 1 else f"{count} tasks"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def render(config: Config, results: Results, total_seconds: float) -> str:
     backends = config.backends
     both = SQLITE in backends and POSTGRES in backends
-    lines: list[str] = []
+    lines = report_head(
+        "Storage benchmark: SQLite vs Postgres", "bench/storage_benchmark.py", config.argv
+    )
     out = lines.append
-    out("## Storage benchmark: SQLite vs Postgres")
-    out("")
-    out("```")
-    out(" ".join(["$ .venv/bin/python bench/storage_benchmark.py", *map(shlex.quote, config.argv)]))
-    out("```")
-    out("")
     share = config.other_share
     out(
         f"The measured caller holds N memories; {config.other_users} other callers hold "
@@ -783,7 +659,7 @@ def render(config: Config, results: Results, total_seconds: float) -> str:
                 if both:
                     s = results.cells[(SQLITE, size, op, c)]
                     p = results.cells[(POSTGRES, size, op, c)]
-                    row += [_ratio(s.p50, p.p50), _ratio(s.throughput, p.throughput)]
+                    row += [ratio(s.p50, p.p50), ratio(s.throughput, p.throughput)]
                 out("| " + " | ".join(row) + " |")
     out("")
     budget = DEFAULT_RECALL_BUDGET_MS
@@ -826,17 +702,12 @@ def render(config: Config, results: Results, total_seconds: float) -> str:
             ]
         out("| " + " | ".join(row) + " |")
     out("")
-    env = [
-        f"{os.cpu_count()} CPUs ({_cpu_model()})",
-        f"{platform.system()} {platform.release()}",
-        f"Python {platform.python_version()}",
-    ]
+    env = []
     if SQLITE in backends:
-        env.append(f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL)")
+        env.append(SQLITE_ENVIRONMENT)
     if POSTGRES in backends:
         env.append(f"PostgreSQL {results.postgres_server} (asyncpg {asyncpg.__version__})")
-    out("Environment: " + ", ".join(env) + ".")
-    out(f"Total wall time: {total_seconds:.1f} s.")
+    lines += report_tail(env, total_seconds)
     return "\n".join(lines)
 
 
@@ -845,33 +716,13 @@ def render(config: Config, results: Results, total_seconds: float) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _backend_list(text: str) -> list[str]:
-    values = [part.strip().lower() for part in text.split(",") if part.strip()]
-    unknown = [v for v in values if v not in BACKENDS]
-    if not values or unknown:
-        raise argparse.ArgumentTypeError(f"backends are {', '.join(BACKENDS)}; got {text!r}")
-    return [b for b in BACKENDS if b in values]  # always SQLite first, for the ratio columns
-
-
 def parse_args(argv: Sequence[str]) -> Config:
     parser = argparse.ArgumentParser(
         description="Store, retrieve and search latency and throughput, SQLite vs Postgres."
     )
     parser.add_argument(
         "--sizes",
-        type=_int_list,
+        type=positive_int_list,
         default=list(DEFAULT_SIZES),
         help="memories of the measured caller, comma-separated (default: 1000,100000)",
     )
@@ -883,13 +734,13 @@ def parse_args(argv: Sequence[str]) -> Config:
     )
     parser.add_argument(
         "--backends",
-        type=_backend_list,
+        type=choice_list(BACKENDS, "backends"),  # always SQLite first, for the ratio columns
         default=list(BACKENDS),
         help="comma-separated: sqlite, postgres (default: both)",
     )
     parser.add_argument(
         "--concurrency",
-        type=_int_list,
+        type=positive_int_list,
         default=list(DEFAULT_CONCURRENCY),
         help="concurrent tasks, comma-separated (default: 1,16)",
     )

@@ -19,7 +19,7 @@ synchronous=NORMAL, the production defaults) in bulk, through the store's own co
   PREFERENCE/favorite_color "green", RELATIONSHIP/dog_name "Biscuit", FACT/home_town "Porto",
   ...) and N - 16 conversational utterances under `utterance_<ms>_<hash>` keys, as the capture
   writes them: everyday sentence frames ("I went to the {} with my {} ...") whose content words
-  are drawn from the storage benchmark's 4,000-word Zipf vocabulary (common words in many
+  are drawn from `bench/workload.py`'s 4,000-word Zipf vocabulary (common words in many
   memories, most words in very few);
 - `--other-callers` other callers (default 20) hold `--other-share` x N memories each (default
   0.2, so the others together hold 4 x N rows): the caller is one among many, and every index
@@ -78,9 +78,7 @@ import itertools
 import logging
 import math
 import os
-import platform
 import random
-import shlex
 import shutil
 import sqlite3
 import sys
@@ -88,7 +86,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,12 +94,28 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script: make the project's modules importable
     sys.path.insert(0, str(_ROOT))
 
-from livekit.agents import AgentSession, llm  # noqa: E402
 from livekit.agents import __version__ as livekit_agents_version  # noqa: E402
+from livekit.agents import llm  # noqa: E402
 
 import storage  # noqa: E402
 import voice_session  # noqa: E402
-from bench.storage_benchmark import Vocabulary, build_vocabulary, percentile  # noqa: E402
+from bench.report import (  # noqa: E402
+    SQLITE_ENVIRONMENT,
+    choice_list,
+    percentile,
+    positive_int_list,
+    ratio,
+    report_head,
+    report_tail,
+)
+from bench.workload import (  # noqa: E402
+    BASE_TIME,
+    MemoryRow,
+    Vocabulary,
+    build_vocabulary,
+    bulk_insert,
+    sqlite_timestamp,
+)
 from companion import CompanionAgent  # noqa: E402
 from identity import livekit_identity_to_uuid  # noqa: E402
 from memory_capture import categorize  # noqa: E402
@@ -112,10 +126,12 @@ from memory_recall import (  # noqa: E402
     DEFAULT_RECALL_BUDGET_MS,
     RECALL_LIMIT,
     memory_block,
+    without_repeats,
 )
 from storage.sqlite_store import SQLiteMemoryStore  # noqa: E402
-from tests.fakes import FakeAudioInput, FakeScriptedLLM, FakeSTT  # noqa: E402
-from voice_session import CallerSession, start_caller_session  # noqa: E402
+from tests.fakes import FakeAudioInput, FakeScriptedLLM, FakeSTT, user_texts  # noqa: E402
+from tests.session_harness import spoken_session, start_in_own_task  # noqa: E402
+from voice_session import CallerSession  # noqa: E402
 
 T = TypeVar("T")
 
@@ -143,7 +159,6 @@ REPLY_TIMEOUT_S = 15.0
 DELAY_KEY = "on_user_turn_completed_delay"
 
 CALLER_IDENTITY = "bench-turn-caller"
-BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
 # ------------------------------------------------------------------------------------------
 # Data: the stored memories and the spoken turns
@@ -243,10 +258,6 @@ SMALL_TALK: tuple[str, ...] = (
 )
 
 
-def _iso(when: datetime) -> str:
-    return when.isoformat(timespec="microseconds")  # the SQLite store's own format
-
-
 class TextGenerator:
     """Deterministic utterances and turns from the Zipf vocabulary."""
 
@@ -255,7 +266,7 @@ class TextGenerator:
         self.rng = rng
 
     def content_word(self) -> str:
-        return self.rng.choices(self.vocab.content, cum_weights=self.vocab.content_cum_weights)[0]
+        return self.vocab.content_word(self.rng)
 
     def utterance(self) -> str:
         return self.framed_utterance()[1]
@@ -275,11 +286,11 @@ class TextGenerator:
 
 def caller_rows(
     gen: TextGenerator, user_id: str, count: int, facts: Sequence[tuple[str, str, str]]
-) -> Iterator[tuple[str, ...]]:
+) -> Iterator[MemoryRow]:
     """(user_id, category, key, value, created_at, updated_at) rows of one caller, lazily."""
     facts = facts[: min(count, len(facts))]
     for i, (category, key, value) in enumerate(facts):
-        when = _iso(BASE_TIME - timedelta(days=400 - i))
+        when = sqlite_timestamp(BASE_TIME - timedelta(days=400 - i))
         yield (user_id, category, key, value, when, when)
     n_utterances = count - len(facts)
     for n in range(n_utterances):
@@ -288,7 +299,8 @@ def caller_rows(
         ms = int(when_dt.timestamp() * 1000)
         key = f"utterance_{ms}_{hashlib.sha1(f'{n}:{text}'.encode()).hexdigest()[:8]}"
         category = frame_category(frame, text)
-        yield (user_id, category, key, text, _iso(when_dt), _iso(when_dt))
+        when = sqlite_timestamp(when_dt)
+        yield (user_id, category, key, text, when, when)
 
 
 _FRAME_CATEGORIES: dict[str, str] = {}
@@ -331,41 +343,23 @@ def fill_store_file(
     caller = livekit_identity_to_uuid(CALLER_IDENTITY)
     others = [livekit_identity_to_uuid(f"bench-turn-other-{n:03d}") for n in range(other_callers)]
     per_other = max(round(size * other_share), 1) if other_callers else 0
-    created = _iso(BASE_TIME - timedelta(days=500))
     rows = [0]
 
-    def counted(it: Iterator[tuple[str, ...]]) -> Iterator[tuple[str, ...]]:
+    def counted(it: Iterator[MemoryRow]) -> Iterator[MemoryRow]:
         for row in it:
             rows[0] += 1
             yield row
 
     def fill(conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            "INSERT INTO profiles(id, original_identity, is_first_login, created_at, updated_at)"
-            " VALUES (?, ?, 0, ?, ?)",
-            [
-                (user_id, identity, created, created)
-                for user_id, identity in [
-                    (caller, CALLER_IDENTITY),
-                    *((o, f"bench-turn-other-{n:03d}") for n, o in enumerate(others)),
-                ]
-            ],
-        )
+        profiles: list[tuple[str, str | None]] = [(caller, CALLER_IDENTITY)]
+        profiles += [(o, f"bench-turn-other-{n:03d}") for n, o in enumerate(others)]
         # the caller's rows interleaved with the others', as they would arrive over time
         streams = [caller_rows(gen, caller, size, CALLER_FACTS)]
         streams += [caller_rows(gen, o, per_other, other_facts(n)) for n, o in enumerate(others)]
         interleaved = (
             row for batch in itertools.zip_longest(*streams) for row in batch if row is not None
         )
-        conn.executemany(
-            "INSERT INTO memories(user_id, category, key, value, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            counted(interleaved),
-        )
-        conn.execute("COMMIT")
-        conn.execute("PRAGMA optimize")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        bulk_insert(conn, profiles, counted(interleaved), optimize=True)
 
     async def run() -> None:
         store = SQLiteMemoryStore(path)
@@ -401,10 +395,6 @@ class LoopBlockingSQLiteStore(SQLiteMemoryStore):
         return self._run_sync(fn)
 
 
-def _normal(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 class SummaryAgent(CompanionAgent):
     """The design summary's hook: categorise the message, store it with a blocking call.
 
@@ -421,14 +411,8 @@ class SummaryAgent(CompanionAgent):
         if not text:
             return
         if self.recall_in_hook:
-            said = {
-                _normal(item.text_content or "")
-                for item in turn_ctx.items
-                if isinstance(item, llm.ChatMessage) and item.role == "user"
-            }
-            said.add(_normal(text))
             found = await memory_manager.asearch(text, limit=RECALL_LIMIT)
-            memories = [m for m in found if _normal(m.value) not in said]
+            memories = without_repeats(found, [*user_texts(turn_ctx), text])
             if memories:
                 turn_ctx.add_message(role="assistant", content=memory_block(memories))
         # [MEMORY CATEGORIZATION] ... then [MEMORY STORED] [INTEREST] user_input_<ms> = text
@@ -527,22 +511,6 @@ class VariantRun:
         return sum(t.budget_miss for t in self.turns)
 
 
-def voice_agent_session(fake_llm: FakeScriptedLLM, fake_stt: FakeSTT) -> AgentSession[Any]:
-    """As tests/test_agent_session.py: turns end at the STT's end of speech, then the hook."""
-    session: AgentSession[Any] = AgentSession(
-        llm=fake_llm,
-        stt=fake_stt,
-        vad=None,
-        turn_handling={
-            "turn_detection": "stt",
-            "endpointing": {"min_delay": 0.0, "max_delay": 1.0},
-        },
-        session_close_transcript_timeout=0.1,
-    )
-    session.input.audio = FakeAudioInput()
-    return session
-
-
 def _has_hook_block(chat_ctx: llm.ChatContext) -> bool:
     return any(
         isinstance(item, llm.ChatMessage)
@@ -598,7 +566,8 @@ async def run_call(
     recall_logger.setLevel(logging.WARNING)
     recall_logger.addHandler(misses)
     fake_llm, fake_stt = FakeScriptedLLM(), FakeSTT()
-    session = voice_agent_session(fake_llm, fake_stt)
+    # as the tests' spoken sessions: turns end at the STT's end of speech, then the hook
+    session = spoken_session(fake_llm, fake_stt)
     user_messages: list[llm.ChatMessage] = []
     replies: list[str] = []
     reply_event = asyncio.Event()
@@ -619,10 +588,7 @@ async def run_call(
     caller: CallerSession | None = None
     try:
         with agent_class(agent_cls or AGENT_CLASSES[variant]):
-            # in a task of its own, as a job entrypoint runs
-            caller = await asyncio.create_task(
-                start_caller_session(session, identity=CALLER_IDENTITY)
-            )
+            caller = await start_in_own_task(session, CALLER_IDENTITY)
         if variant != OURS:
             # The summary's hook is the only writer: no write-behind capture of its turns.
             await caller.memory.aclose(0.0)
@@ -967,22 +933,6 @@ def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2f}"
 
 
-def _ratio(a: float, b: float) -> str:
-    if math.isnan(a) or math.isnan(b) or b == 0:
-        return "-"
-    return f"{a / b:.2f}×"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def target_line(results: Results) -> str | None:
     run = results.runs.get((TARGET_SIZE, OURS))
     if run is None or not run.turns:
@@ -995,14 +945,12 @@ def target_line(results: Results) -> str | None:
 
 
 def render(config: Config, results: Results) -> str:
-    lines: list[str] = []
+    lines = report_head(
+        "Turn latency: what the memory hook adds to a spoken turn",
+        "bench/turn_latency_benchmark.py",
+        config.argv,
+    )
     out = lines.append
-    out("## Turn latency: what the memory hook adds to a spoken turn")
-    out("")
-    out("```")
-    out(" ".join(["$ .venv/bin/python bench/turn_latency_benchmark.py", *config.argv]))
-    out("```")
-    out("")
     turns = ", ".join(f"{config.turns_for(s)} at N={s:,}" for s in config.sizes)
     out(
         f"LiveKit's own `{DELAY_KEY}` in ms, read from each spoken turn's user message "
@@ -1022,8 +970,8 @@ def render(config: Config, results: Results) -> str:
             run = results.runs[(size, variant)]
             n = len(run.turns)
             misses = str(run.budget_misses) if variant == OURS else "n/a"
-            p50_ratio = _ratio(run.p50, ours.p50) if ours else "-"
-            p99_ratio = _ratio(run.p99, ours.p99) if ours else "-"
+            p50_ratio = ratio(run.p50, ours.p50, "×") if ours else "-"
+            p99_ratio = ratio(run.p99, ours.p99, "×") if ours else "-"
             out(
                 f"| {size:,} | {VARIANT_LABELS[variant]} | {n} | {_ms(run.p50)} | "
                 f"{_ms(run.p99)} | {_ms(run.max)} | {p50_ratio} | {p99_ratio} | "
@@ -1068,15 +1016,9 @@ def render(config: Config, results: Results) -> str:
             f"{load_start:.2f} → {load_end:.2f} | {written} |"
         )
     out("")
-    env = [
-        f"{os.cpu_count()} CPUs ({_cpu_model()})",
-        f"{platform.system()} {platform.release()}",
-        f"Python {platform.python_version()}",
-        f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL)",
-        f"livekit-agents {livekit_agents_version}",
-    ]
-    out("Environment: " + ", ".join(env) + ".")
-    out(f"Total wall time: {results.seconds:.1f} s.")
+    lines += report_tail(
+        [SQLITE_ENVIRONMENT, f"livekit-agents {livekit_agents_version}"], results.seconds
+    )
     return "\n".join(lines)
 
 
@@ -1085,33 +1027,13 @@ def render(config: Config, results: Results) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _variant_list(text: str) -> list[str]:
-    values = [part.strip().lower() for part in text.split(",") if part.strip()]
-    unknown = [v for v in values if v not in VARIANTS]
-    if not values or unknown:
-        raise argparse.ArgumentTypeError(f"variants are {', '.join(VARIANTS)}; got {text!r}")
-    return [v for v in VARIANTS if v in values]
-
-
 def parse_args(argv: Sequence[str]) -> Config:
     parser = argparse.ArgumentParser(
         description="LiveKit's on_user_turn_completed_delay: our memory hook vs the summary's."
     )
     parser.add_argument(
         "--sizes",
-        type=_int_list,
+        type=positive_int_list,
         default=list(DEFAULT_SIZES),
         help="memories of the measured caller, comma-separated (default 100,10000,100000)",
     )
@@ -1142,7 +1064,10 @@ def parse_args(argv: Sequence[str]) -> Config:
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument(
-        "--variants", type=_variant_list, default=list(VARIANTS), help=", ".join(VARIANTS)
+        "--variants",
+        type=choice_list(VARIANTS, "variants"),
+        default=list(VARIANTS),
+        help=", ".join(VARIANTS),
     )
     parser.add_argument(
         "--breakdown",
@@ -1168,7 +1093,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         seed=args.seed,
         variants=args.variants,
         breakdown=args.breakdown,
-        argv=[shlex.quote(a) for a in argv],
+        argv=list(argv),
     )
 
 

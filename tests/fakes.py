@@ -1,22 +1,26 @@
 """Test fakes for what cannot run here: the LLM, the STT, the microphone. Small, honest, named
 as fakes. (`sqlite_rows` is no fake: it reads what the real store wrote, around the store.)
 
-`FakeScriptedLLM` streams a reply that quotes the caller's last message, and records every
-chat context it was asked to complete, so tests can check what the agent sent to the model.
+`FakeLLM` is every fake model's base: it records every chat context it was asked to complete,
+so tests can check what the agent sent to the model, and streams what its `respond` returns.
+`FakeScriptedLLM` streams a reply that quotes the caller's last message; the tool-calling
+fakes of tests/test_memory_tools.py and tests/test_llm_extractor.py answer with tool calls.
 
 `FakeSTT` and `FakeAudioInput` stand in for the caller's microphone and the speech-to-text
 service, so that a real `AgentSession` runs its real audio-recognition path (STT turn
 detection, `Agent.on_user_turn_completed`) with no network. `FakeStoreOutage` wraps a real
-store and makes chosen operations fail with `StorageUnavailableError` while it is "down".
+store and makes chosen operations fail with `StorageUnavailableError` while it is "down";
+`outage_errors` finds what the worker logged about it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livekit import rtc
 from livekit.agents import APIConnectOptions, llm, stt
@@ -29,9 +33,16 @@ from memory_types import Memory, Profile
 from storage.base import MemoryStore
 from storage.errors import StorageUnavailableError
 
+if TYPE_CHECKING:
+    import pytest
 
-class FakeScriptedLLM(llm.LLM):
-    """An `llm.LLM` that answers `reply: <last user text>` (or `greeting` with no user text)."""
+
+class FakeLLM(llm.LLM):
+    """An `llm.LLM` whose answer to a chat context is what `respond` returns for it: each
+    delta streamed as one chunk, after `delay` seconds (an exception `respond` raises is the
+    model failing). Every chat context it is asked to complete is kept in `requests`."""
+
+    model_name = "fake"
 
     def __init__(self, *, delay: float = 0.0) -> None:
         super().__init__()
@@ -40,7 +51,7 @@ class FakeScriptedLLM(llm.LLM):
 
     @property
     def model(self) -> str:
-        return "fake-scripted"
+        return self.model_name
 
     @property
     def provider(self) -> str:
@@ -59,6 +70,25 @@ class FakeScriptedLLM(llm.LLM):
         self.requests.append(chat_ctx.copy())
         return _FakeStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
 
+    def respond(self, chat_ctx: llm.ChatContext) -> list[llm.ChoiceDelta]:
+        raise NotImplementedError
+
+
+class _FakeStream(llm.LLMStream):
+    async def _run(self) -> None:
+        fake = self._llm
+        assert isinstance(fake, FakeLLM)
+        if fake.delay:
+            await asyncio.sleep(fake.delay)
+        for delta in fake.respond(self._chat_ctx):
+            self._event_ch.send_nowait(llm.ChatChunk(id="fake", delta=delta))
+
+
+class FakeScriptedLLM(FakeLLM):
+    """An `llm.LLM` that answers `reply: <last user text>` (or `greeting` with no user text)."""
+
+    model_name = "fake-scripted"
+
     @staticmethod
     def reply_for(chat_ctx: llm.ChatContext) -> str:
         for item in reversed(chat_ctx.items):
@@ -66,29 +96,25 @@ class FakeScriptedLLM(llm.LLM):
                 return f"reply: {item.text_content}"
         return "greeting"
 
-
-class _FakeStream(llm.LLMStream):
-    async def _run(self) -> None:
-        llm_ = self._llm
-        assert isinstance(llm_, FakeScriptedLLM)
-        if llm_.delay:
-            await asyncio.sleep(llm_.delay)
-        text = FakeScriptedLLM.reply_for(self._chat_ctx)
-        for i, word in enumerate(text.split(" ")):
-            self._event_ch.send_nowait(
-                llm.ChatChunk(
-                    id="fake",
-                    delta=llm.ChoiceDelta(role="assistant", content=word if i == 0 else " " + word),
-                )
-            )
+    def respond(self, chat_ctx: llm.ChatContext) -> list[llm.ChoiceDelta]:
+        words = self.reply_for(chat_ctx).split(" ")
+        return [
+            llm.ChoiceDelta(role="assistant", content=word if i == 0 else " " + word)
+            for i, word in enumerate(words)
+        ]
 
 
-def user_texts(chat_ctx: llm.ChatContext) -> list[str]:
+def chat_texts(chat_ctx: llm.ChatContext, role: str | None = None) -> list[str]:
+    """The text of every message in `chat_ctx` (of `role`'s messages only, with `role`)."""
     return [
         item.text_content or ""
         for item in chat_ctx.items
-        if isinstance(item, llm.ChatMessage) and item.role == "user"
+        if isinstance(item, llm.ChatMessage) and (role is None or item.role == role)
     ]
+
+
+def user_texts(chat_ctx: llm.ChatContext) -> list[str]:
+    return chat_texts(chat_ctx, "user")
 
 
 class FakeSTT(stt.STT):
@@ -243,6 +269,15 @@ class FakeStoreOutage:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def outage_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The outage errors `store_health` logged (once per outage, not once per failure)."""
+    return [
+        r
+        for r in caplog.records
+        if r.name == "memory_worker.storage.health" and r.levelno >= logging.ERROR
+    ]
 
 
 def sqlite_rows(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -80,6 +80,10 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public
 """
 
 
+class ClusterUnavailableError(RuntimeError):
+    """The PostgreSQL server binaries (or a user to run them as) are missing."""
+
+
 def _unavailable(message: str) -> NoReturn:
     """Skip, or fail under CI, where the Postgres tests cannot run."""
     if os.environ.get("CI", "").strip().lower() == "true":
@@ -112,7 +116,11 @@ def migration_files() -> list[Path]:
 
 
 class PostgresCluster:
-    """One private PostgreSQL server: start, stop, run SQL, build DSNs."""
+    """One private PostgreSQL server: start, stop, run SQL, build DSNs.
+
+    `in_temp_dir` then `boot` is how the test session and the benchmarks start theirs;
+    `destroy` stops it and deletes everything.
+    """
 
     def __init__(self, bin_dir: Path, root: Path, run_as: str | None) -> None:
         self.bin_dir = bin_dir
@@ -123,6 +131,35 @@ class PostgresCluster:
         self.port = 5432  # only names the socket file; the server listens on no TCP port
         self.run_as = run_as
         self.running = False
+
+    @classmethod
+    def in_temp_dir(cls, prefix: str) -> PostgresCluster:
+        """A cluster to be, in a new temp dir owned by whoever will run the server.
+
+        Raises `ClusterUnavailableError` (and makes no dir) when the server binaries are
+        missing, or when running as root without an unprivileged user or `runuser`.
+        """
+        bin_dir = find_postgres_bin()
+        if bin_dir is None:
+            raise ClusterUnavailableError(INSTALL_HINT)
+        run_as = _server_user()
+        if os.geteuid() == 0 and run_as is None:
+            raise ClusterUnavailableError(
+                "running as root and no unprivileged `postgres` or `nobody` user exists"
+            )
+        if run_as and shutil.which("runuser") is None:
+            raise ClusterUnavailableError("running as root but `runuser` (util-linux) is missing")
+        root = Path(tempfile.mkdtemp(prefix=prefix))
+        if run_as:
+            entry = pwd.getpwnam(run_as)
+            os.chown(root, entry.pw_uid, entry.pw_gid)
+        return cls(bin_dir, root, run_as)
+
+    def boot(self) -> None:
+        """initdb, start the server, and create Supabase's API roles."""
+        self.initdb()
+        self.start()
+        self.psql(SUPABASE_ROLES_SQL, dbname="postgres")
 
     # -- process control --------------------------------------------------------------------
 
@@ -291,23 +328,12 @@ def _server_user() -> str | None:
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PostgresCluster]:
     """The session's private cluster, with the Supabase roles and the migrated database."""
-    bin_dir = find_postgres_bin()
-    if bin_dir is None:
-        _unavailable(INSTALL_HINT)
-    run_as = _server_user()
-    if os.geteuid() == 0 and run_as is None:
-        _unavailable("running as root and no unprivileged `postgres` or `nobody` user exists")
-    if run_as and shutil.which("runuser") is None:
-        _unavailable("running as root but `runuser` (util-linux) is missing")
-    root = Path(tempfile.mkdtemp(prefix="memory-pg-"))
-    if run_as:
-        entry = pwd.getpwnam(run_as)
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-    cluster = PostgresCluster(bin_dir, root, run_as)
     try:
-        cluster.initdb()
-        cluster.start()
-        cluster.psql(SUPABASE_ROLES_SQL, dbname="postgres")
+        cluster = PostgresCluster.in_temp_dir("memory-pg-")
+    except ClusterUnavailableError as exc:
+        _unavailable(str(exc))
+    try:
+        cluster.boot()
         cluster.create_database(DATABASE)
         cluster.apply_migrations(DATABASE)
         cluster.apply_migrations(DATABASE)  # again: migrations must be re-runnable

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import itertools
 import logging
 import random
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,22 @@ from memory_spool import default_spool
 from session_context import get_session_user_uuid, session_user
 from storage.sqlite_store import SQLiteMemoryStore
 from store_health import store_outage
-from tests.fakes import FakeAudioInput, FakeScriptedLLM, FakeStoreOutage, FakeSTT, sqlite_rows
+from tests.fakes import (
+    FakeAudioInput,
+    FakeScriptedLLM,
+    FakeStoreOutage,
+    FakeSTT,
+    chat_texts,
+    outage_errors,
+    sqlite_rows,
+)
+from tests.session_harness import (
+    eventually,
+    reply_arrived,
+    spoken_session,
+    start_in_own_task,
+    text_session,
+)
 from voice_session import CallerSession, start_caller_session
 
 ALICE = "alice@example.com"
@@ -44,83 +57,11 @@ REPLY_TIMEOUT = 10.0
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def text_session(fake_llm: FakeScriptedLLM) -> AgentSession[Any]:
-    """A session for typed turns (`session.run`, room chat): no audio, no VAD."""
-    return AgentSession(llm=fake_llm, vad=None, turn_handling={"turn_detection": "manual"})
-
-
-def voice_session(fake_llm: FakeScriptedLLM, fake_stt: FakeSTT) -> AgentSession[Any]:
-    """A session whose turns come from the STT: end of turn decided by the STT's
-    end-of-speech, then `Agent.on_user_turn_completed`, then the reply."""
-    session: AgentSession[Any] = AgentSession(
-        llm=fake_llm,
-        stt=fake_stt,
-        vad=None,
-        turn_handling={
-            "turn_detection": "stt",
-            "endpointing": {"min_delay": 0.0, "max_delay": 1.0},
-        },
-        # on close the session waits this long for a last transcript; the caller is done
-        session_close_transcript_timeout=0.1,
-    )
-    session.input.audio = FakeAudioInput()
-    return session
-
-
-async def start_in_own_task(session: AgentSession[Any], identity: str) -> CallerSession:
-    """Start a caller the way a job entrypoint does: in a task of its own."""
-    return await asyncio.create_task(start_caller_session(session, identity=identity))
-
-
-async def eventually(
-    condition: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 10.0
-) -> None:
-    """Wait until `condition` holds (a deadline, not a speed assertion)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = condition()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-def reply_arrived(session: AgentSession[Any], text: str) -> asyncio.Future[llm.ChatMessage]:
-    """A future for the assistant message `text` being added to `session`'s conversation."""
-    future: asyncio.Future[llm.ChatMessage] = asyncio.get_running_loop().create_future()
-
-    def on_item(event: Any) -> None:
-        item = event.item
-        if (
-            isinstance(item, llm.ChatMessage)
-            and item.role == "assistant"
-            and item.text_content == text
-            and not future.done()
-        ):
-            future.set_result(item)
-
-    session.on("conversation_item_added", on_item)
-    future.add_done_callback(lambda _f: session.off("conversation_item_added", on_item))
-    return future
-
-
 def assistant_replies(result: RunResult[Any]) -> list[str]:
     return [
         event.item.text_content or ""
         for event in result.events
         if isinstance(event, ChatMessageEvent) and event.item.role == "assistant"
-    ]
-
-
-def chat_text(chat_ctx: llm.ChatContext, role: str | None = None) -> list[str]:
-    return [
-        item.text_content or ""
-        for item in chat_ctx.items
-        if isinstance(item, llm.ChatMessage) and (role is None or item.role == role)
     ]
 
 
@@ -257,11 +198,11 @@ async def test_two_concurrent_callers_each_turn_lands_under_its_caller(
         assert flushed is True
         assert started.user_uuid == livekit_identity_to_uuid(identity)
         # what this caller's LLM saw: its own words and memories, never the other caller's
-        seen = "\n".join(t for request in fake_llm.requests for t in chat_text(request))
+        seen = "\n".join(t for request in fake_llm.requests for t in chat_texts(request))
         assert earlier[identity][("PRESENTATION", "name")] in seen
         assert earlier[other][("PRESENTATION", "name")] not in seen
         assert not [t for t in said[other] if t in seen]
-        asked = [chat_text(r, "user")[-1] for r in fake_llm.requests if chat_text(r, "user")]
+        asked = [chat_texts(r, "user")[-1] for r in fake_llm.requests if chat_texts(r, "user")]
         assert asked == said[identity]
         assert writes(started) == memory_count(said[identity])
     await spool_settled()
@@ -328,7 +269,7 @@ async def test_typed_room_chat_from_a_contextless_task_lands_under_its_caller(
     assert_store_holds_exactly(
         installed_sqlite_store.path, {ALICE: typed[ALICE], BOB: spoken_by_bob}
     )
-    assert [chat_text(r, "user")[-1] for r in alice_llm.requests[1:]] == typed[ALICE]
+    assert [chat_texts(r, "user")[-1] for r in alice_llm.requests[1:]] == typed[ALICE]
 
 
 # -- (c) spoken turns: audio -> STT -> on_user_turn_completed -> reply -----------------------
@@ -356,7 +297,7 @@ async def test_spoken_turns_go_through_the_hook_and_are_stored_once(
 
     async def caller(identity: str, offset: float) -> dict[str, Any]:
         fake_llm, fake_stt = FakeScriptedLLM(), FakeSTT()
-        session = voice_session(fake_llm, fake_stt)
+        session = spoken_session(fake_llm, fake_stt)
         started = await start_caller_session(session, identity=identity)
         hook_calls: list[tuple[str | None, str | None]] = []
         real_hook = started.agent.on_user_turn_completed
@@ -411,12 +352,12 @@ async def test_spoken_turns_go_through_the_hook_and_are_stored_once(
         recalled = [
             t
             for r in requests
-            for t in chat_text(r, "assistant")
+            for t in chat_texts(r, "assistant")
             if t.startswith(f"{BLOCK_START}\n{BLOCK_PREAMBLE}\n")
         ]
         assert recalled
         assert all(mine in block for block in recalled)
-        assert theirs not in "\n".join(t for r in requests for t in chat_text(r))
+        assert theirs not in "\n".join(t for r in requests for t in chat_texts(r))
     await spool_settled()
     assert_store_holds_exactly(installed_sqlite_store.path, spoken, earlier)
 
@@ -426,7 +367,7 @@ async def test_spoken_turns_go_through_the_hook_and_are_stored_once(
 
 async def greeting_instructions(fake_llm: FakeScriptedLLM) -> list[str]:
     await eventually(lambda: len(fake_llm.requests) >= 1, "the greeting request")
-    return chat_text(fake_llm.requests[0], "system")
+    return chat_texts(fake_llm.requests[0], "system")
 
 
 async def test_first_call_greeting_differs_from_returning_callers(
@@ -468,12 +409,12 @@ async def test_first_call_greeting_differs_from_returning_callers(
     assert f"{RETURNING_GREETING} Greet them by name: Erin." in again_system
     assert FIRST_CALL_GREETING not in again_system
     # and the returning greeting has what Erin said last time in its context
-    assert "old maps of Porto" in "\n".join(chat_text(again_llm.requests[0]))
+    assert "old maps of Porto" in "\n".join(chat_texts(again_llm.requests[0]))
 
     frank_system = await greeting_instructions(frank_llm)
     assert FIRST_CALL_GREETING in frank_system
     assert not [t for t in frank_system if RETURNING_GREETING in t]
-    assert "Porto" not in "\n".join(chat_text(frank_llm.requests[0]))
+    assert "Porto" not in "\n".join(chat_texts(frank_llm.requests[0]))
 
     async def frank_greeted() -> bool:
         profile = await installed_sqlite_store.get_profile(frank_call.user_uuid)
@@ -493,14 +434,6 @@ async def test_first_call_greeting_differs_from_returning_callers(
 
 
 # -- (e) the store fails during capture: the reply still comes -------------------------------
-
-
-def outage_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [
-        r
-        for r in caplog.records
-        if r.levelno == logging.ERROR and r.name == "memory_worker.storage.health"
-    ]
 
 
 async def test_storage_failure_during_capture_costs_no_reply(
@@ -557,7 +490,7 @@ async def test_store_down_during_a_spoken_turn_costs_no_reply(
     storage.set_store(outage)  # type: ignore[arg-type]
     text = "I collect old maps of Porto"
     fake_llm, fake_stt = FakeScriptedLLM(), FakeSTT()
-    session = voice_session(fake_llm, fake_stt)
+    session = spoken_session(fake_llm, fake_stt)
     with caplog.at_level(logging.INFO):
         call = await start_in_own_task(session, ALICE)
         refused_at_start = len(outage.refused)  # loading known memories failed already

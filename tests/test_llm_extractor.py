@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from livekit.agents import APIConnectOptions, llm
-from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+from livekit.agents import llm
 
 from llm_extractor import LLMFactExtractor, parse_facts
 from memory_manager import memory_manager
@@ -14,51 +13,29 @@ from memory_spool import MemorySpool
 from memory_types import MemoryCategory
 from session_context import session_user
 from session_memory import SessionMemory
+from tests.fakes import FakeLLM, user_texts
 
 
-class FakeFactLLM(llm.LLM):
+class FakeFactLLM(FakeLLM):
     """Answers every request with one `record_facts` call carrying `facts` (a test fake)."""
 
     def __init__(self, facts: list[dict[str, str]] | None = None, *, fail: bool = False) -> None:
         super().__init__()
         self.facts = facts or []
         self.fail = fail
-        self.seen_tools: list[list[str]] = []
-        self.seen_texts: list[str] = []
 
-    def chat(
-        self,
-        *,
-        chat_ctx: llm.ChatContext,
-        tools: list[llm.Tool] | None = None,
-        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
-        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
-        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
-        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
-    ) -> llm.LLMStream:
-        self.seen_tools.append([getattr(t, "id", "") for t in tools or []])
-        self.seen_texts.append(
-            next(
-                (m.text_content or "")
-                for m in reversed(chat_ctx.items)
-                if isinstance(m, llm.ChatMessage) and m.role == "user"
-            )
-        )
-        return _FactStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
+    @property
+    def seen_texts(self) -> list[str]:
+        """The text each request asked about (the last user message of each)."""
+        return [user_texts(chat_ctx)[-1] for chat_ctx in self.requests]
 
-
-class _FactStream(llm.LLMStream):
-    async def _run(self) -> None:
-        fake = self._llm
-        assert isinstance(fake, FakeFactLLM)
-        if fake.fail:
+    def respond(self, chat_ctx: llm.ChatContext) -> list[llm.ChoiceDelta]:
+        if self.fail:
             raise RuntimeError("fake model is down")
         call = llm.FunctionToolCall(
-            name="record_facts", arguments=json.dumps({"facts": fake.facts}), call_id="c1"
+            name="record_facts", arguments=json.dumps({"facts": self.facts}), call_id="c1"
         )
-        self._event_ch.send_nowait(
-            llm.ChatChunk(id="f", delta=llm.ChoiceDelta(role="assistant", tool_calls=[call]))
-        )
+        return [llm.ChoiceDelta(role="assistant", tool_calls=[call])]
 
 
 def test_parse_facts_keeps_valid_facts_and_files_known_keys_in_their_category() -> None:

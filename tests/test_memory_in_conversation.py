@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,8 +25,23 @@ from memory_types import Memory
 from session_context import session_user
 from storage.sqlite_store import SQLiteMemoryStore
 from store_health import store_outage
-from tests.fakes import FakeAudioInput, FakeScriptedLLM, FakeStoreOutage, FakeSTT, sqlite_rows
-from voice_session import CallerSession, start_caller_session
+from tests.fakes import (
+    FakeAudioInput,
+    FakeScriptedLLM,
+    FakeStoreOutage,
+    FakeSTT,
+    chat_texts,
+    outage_errors,
+    sqlite_rows,
+)
+from tests.session_harness import (
+    eventually,
+    reply_arrived,
+    spoken_session,
+    start_in_own_task,
+    text_session,
+)
+from voice_session import CallerSession
 
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
@@ -40,32 +54,6 @@ KNOWN = f"{BLOCK_START}\n{KNOWN_HEADING}\n"  # the block the session starts with
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def text_session(fake_llm: FakeScriptedLLM) -> AgentSession[Any]:
-    """Typed turns (`session.run`): these do not go through `on_user_turn_completed`."""
-    return AgentSession(llm=fake_llm, vad=None, turn_handling={"turn_detection": "manual"})
-
-
-def spoken_session(fake_llm: FakeScriptedLLM, fake_stt: FakeSTT) -> AgentSession[Any]:
-    """Spoken turns: the STT ends the turn, then the hook runs, then the reply."""
-    session: AgentSession[Any] = AgentSession(
-        llm=fake_llm,
-        stt=fake_stt,
-        vad=None,
-        turn_handling={
-            "turn_detection": "stt",
-            "endpointing": {"min_delay": 0.0, "max_delay": 1.0},
-        },
-        session_close_transcript_timeout=0.1,
-    )
-    session.input.audio = FakeAudioInput()
-    return session
-
-
-async def start(session: AgentSession[Any], identity: str) -> CallerSession:
-    """Start a caller the way a job entrypoint does: in a task of its own."""
-    return await asyncio.create_task(start_caller_session(session, identity=identity))
-
-
 async def close(call: CallerSession) -> None:
     audio = call.session.input.audio
     if isinstance(audio, FakeAudioInput):
@@ -74,55 +62,22 @@ async def close(call: CallerSession) -> None:
     await call.session.aclose()
 
 
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Wait until `condition` holds (a deadline, not a speed assertion)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 async def say(session: AgentSession[Any], fake_stt: FakeSTT, text: str) -> llm.ChatMessage:
     """The caller says `text`; returns the agent's reply once it is in the conversation."""
-    replied: asyncio.Future[llm.ChatMessage] = asyncio.get_running_loop().create_future()
-
-    def on_item(event: Any) -> None:
-        item = event.item
-        if (
-            isinstance(item, llm.ChatMessage)
-            and item.role == "assistant"
-            and item.text_content == f"reply: {text}"
-            and not replied.done()
-        ):
-            replied.set_result(item)
-
-    session.on("conversation_item_added", on_item)
-    try:
-        fake_stt.say(text)
-        return await asyncio.wait_for(replied, REPLY_TIMEOUT)
-    finally:
-        session.off("conversation_item_added", on_item)
-
-
-def texts(chat_ctx: llm.ChatContext, role: str | None = None) -> list[str]:
-    return [
-        item.text_content or ""
-        for item in chat_ctx.items
-        if isinstance(item, llm.ChatMessage) and (role is None or item.role == role)
-    ]
+    replied = reply_arrived(session, f"reply: {text}")
+    fake_stt.say(text)
+    return await asyncio.wait_for(replied, REPLY_TIMEOUT)
 
 
 def request_for(fake_llm: FakeScriptedLLM, user_text: str) -> llm.ChatContext:
     """The chat context the LLM was given to answer `user_text`."""
-    found = [r for r in fake_llm.requests if texts(r, "user")[-1:] == [user_text]]
+    found = [r for r in fake_llm.requests if chat_texts(r, "user")[-1:] == [user_text]]
     assert len(found) == 1, f"expected one request answering {user_text!r}, got {len(found)}"
     return found[0]
 
 
 def blocks(chat_ctx: llm.ChatContext, start: str) -> list[str]:
-    return [t for t in texts(chat_ctx, "assistant") if t.startswith(start)]
+    return [t for t in chat_texts(chat_ctx, "assistant") if t.startswith(start)]
 
 
 def user_message(chat_ctx: llm.ChatContext, text: str) -> llm.ChatMessage:
@@ -164,14 +119,6 @@ def recall_log(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "memory_worker.recall"]
 
 
-def outage_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [
-        r
-        for r in caplog.records
-        if r.name == "memory_worker.storage.health" and r.levelno >= logging.ERROR
-    ]
-
-
 # -- a fact said in one call is in the next call of the same caller, and only there ---------
 
 
@@ -187,7 +134,7 @@ async def test_a_fact_from_one_call_reaches_the_next_call_of_that_caller_only(
 
     async def call_one(identity: str) -> None:
         session = text_session(FakeScriptedLLM())
-        call = await start(session, identity)
+        call = await start_in_own_task(session, identity)
         for text in first_call[identity]:
             await session.run(user_input=text)
         await close(call)  # the caller hangs up: their memories are flushed
@@ -212,7 +159,7 @@ async def test_a_fact_from_one_call_reaches_the_next_call_of_that_caller_only(
     # both call again, at the same time, and both ask the same question out loud
     async def call_two(identity: str) -> FakeScriptedLLM:
         fake_llm, fake_stt = FakeScriptedLLM(), FakeSTT()
-        call = await start(spoken_session(fake_llm, fake_stt), identity)
+        call = await start_in_own_task(spoken_session(fake_llm, fake_stt), identity)
         try:
             await eventually(lambda: len(fake_llm.requests) >= 1, "the greeting")
             await say(call.session, fake_stt, QUESTION)
@@ -235,7 +182,7 @@ async def test_a_fact_from_one_call_reaches_the_next_call_of_that_caller_only(
         [known] = blocks(greeting, KNOWN)
         assert f'"{mine}"' in known and f'"{name}"' in known
         assert known.endswith(BLOCK_END)
-        assert f"{RETURNING_GREETING} Greet them by name: {name}." in texts(greeting, "system")
+        assert f"{RETURNING_GREETING} Greet them by name: {name}." in chat_texts(greeting, "system")
 
         # the spoken question: recall put the caller's own answer into that reply's context
         asked = request_for(fake_llm, QUESTION)
@@ -243,7 +190,7 @@ async def test_a_fact_from_one_call_reaches_the_next_call_of_that_caller_only(
         assert f'favorite_color: "{mine}"' in recalled
 
         # and nothing of the other caller, anywhere in anything this caller's LLM was sent
-        everything = "\n".join(t for request in fake_llm.requests for t in texts(request))
+        everything = "\n".join(t for request in fake_llm.requests for t in chat_texts(request))
         for word in theirs:
             assert word not in everything
 
@@ -287,7 +234,7 @@ async def test_a_slow_store_does_not_delay_the_reply(
     slow = FakeSlowSearch(installed_sqlite_store)
     storage.set_store(slow)  # type: ignore[arg-type]
     fake_llm, fake_stt = FakeScriptedLLM(), FakeSTT()
-    call = await start(spoken_session(fake_llm, fake_stt), ALICE)
+    call = await start_in_own_task(spoken_session(fake_llm, fake_stt), ALICE)
     try:
         await eventually(lambda: len(fake_llm.requests) >= 1, "the greeting")
         assert blocks(fake_llm.requests[0], KNOWN)  # loaded at start, before the store slowed
@@ -318,7 +265,7 @@ async def test_a_failing_store_costs_no_reply_and_is_logged_once(
     monkeypatch.setattr(store_outage, "_failures", 0)  # a fresh outage, logged as such
     await remember_earlier(ALICE, {("PREFERENCE", "favorite_color"): "teal"})
     fake_llm, fake_stt = FakeScriptedLLM(), FakeSTT()
-    call = await start(spoken_session(fake_llm, fake_stt), ALICE)
+    call = await start_in_own_task(spoken_session(fake_llm, fake_stt), ALICE)
     questions = [QUESTION, "what's my favourite colour again?"]
     try:
         await eventually(lambda: len(fake_llm.requests) >= 1, "the greeting")
@@ -354,7 +301,7 @@ async def test_a_turn_with_nothing_relevant_leaves_the_context_unchanged(
     watched = FakeStoreOutage(installed_sqlite_store)  # fails nothing; records every call
     storage.set_store(watched)  # type: ignore[arg-type]
     fake_llm, fake_stt = FakeScriptedLLM(), FakeSTT()
-    call = await start(spoken_session(fake_llm, fake_stt), ALICE)
+    call = await start_in_own_task(spoken_session(fake_llm, fake_stt), ALICE)
 
     # what the hook was given, as it was before and after the hook ran
     seen: dict[str, tuple[list[Entry], list[Entry]]] = {}

@@ -14,18 +14,12 @@ import asyncio
 import contextvars
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from livekit.agents import (
-    AgentSession,
-    APIConnectOptions,
-    ToolError,
-    llm,
-)
-from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+from livekit.agents import ToolError, llm
 
 import storage
 from companion import STORE_DOWN_MESSAGE, CompanionAgent
@@ -38,8 +32,8 @@ from session_context import session_user, set_session_user
 from session_memory import SessionMemory
 from storage.sqlite_store import SQLiteMemoryStore
 from store_health import store_outage
-from tests.fakes import FakeStoreOutage, sqlite_rows
-from voice_session import start_caller_session
+from tests.fakes import FakeLLM, FakeStoreOutage, sqlite_rows
+from tests.session_harness import eventually, start_in_own_task, text_session
 
 T = TypeVar("T")
 
@@ -107,16 +101,6 @@ def utterances(rows: dict[tuple[str, str], str]) -> list[str]:
 
 def mentions(rows: dict[tuple[str, str], str], word: str) -> bool:
     return any(word in value for value in rows.values())
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Wait until `condition` holds (a deadline, not a speed assertion)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def spooled_user_ids() -> list[str]:
@@ -417,44 +401,17 @@ async def test_a_write_in_flight_when_the_caller_asks_to_be_forgotten_is_not_lef
 # -- a tool call made by the model, through a real AgentSession ------------------------------
 
 
-class FakeToolCallingLLM(llm.LLM):
+class FakeToolCallingLLM(FakeLLM):
     """An LLM that, for a user message starting with "please remember", calls remember_this
-    with the rest of the message, then answers "saved" once the tool result is in."""
+    with the rest of the message, then answers "tool said: ..." once the tool result is in."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[llm.ChatContext] = []
+    model_name = "fake-tool-calling"
 
-    @property
-    def model(self) -> str:
-        return "fake-tool-calling"
-
-    @property
-    def provider(self) -> str:
-        return "fake"
-
-    def chat(
-        self,
-        *,
-        chat_ctx: llm.ChatContext,
-        tools: list[llm.Tool] | None = None,
-        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
-        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
-        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
-        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
-    ) -> llm.LLMStream:
-        self.requests.append(chat_ctx.copy())
-        return _FakeToolCallStream(
-            self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options
-        )
-
-
-class _FakeToolCallStream(llm.LLMStream):
-    async def _run(self) -> None:
-        last = self._chat_ctx.items[-1] if self._chat_ctx.items else None
+    def respond(self, chat_ctx: llm.ChatContext) -> list[llm.ChoiceDelta]:
+        last = chat_ctx.items[-1] if chat_ctx.items else None
         if isinstance(last, llm.FunctionCallOutput):
-            delta = llm.ChoiceDelta(role="assistant", content=f"tool said: {last.output}")
-        elif (
+            return [llm.ChoiceDelta(role="assistant", content=f"tool said: {last.output}")]
+        if (
             isinstance(last, llm.ChatMessage)
             and last.role == "user"
             and (last.text_content or "").startswith("please remember ")
@@ -463,20 +420,16 @@ class _FakeToolCallStream(llm.LLMStream):
             call = llm.FunctionToolCall(
                 name="remember_this", arguments=json.dumps({"fact": fact}), call_id="call-1"
             )
-            delta = llm.ChoiceDelta(role="assistant", tool_calls=[call])
-        else:
-            delta = llm.ChoiceDelta(role="assistant", content="ok")
-        self._event_ch.send_nowait(llm.ChatChunk(id="fake", delta=delta))
+            return [llm.ChoiceDelta(role="assistant", tool_calls=[call])]
+        return [llm.ChoiceDelta(role="assistant", content="ok")]
 
 
 async def test_a_tool_call_from_the_model_stores_under_the_sessions_caller(
     installed_sqlite_store: SQLiteMemoryStore,
 ) -> None:
     fake_llm = FakeToolCallingLLM()
-    session: AgentSession[Any] = AgentSession(
-        llm=fake_llm, vad=None, turn_handling={"turn_detection": "manual"}
-    )
-    call = await asyncio.create_task(start_caller_session(session, identity=ALICE))
+    session = text_session(fake_llm)
+    call = await start_in_own_task(session, ALICE)
     try:
         result = await session.run(user_input="please remember my dog's name is Biscuit")
         result.expect.contains_function_call(name="remember_this")

@@ -25,12 +25,11 @@ import asyncio
 import logging
 import socket
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from livekit.agents import AgentSession, llm
 
 import storage
 from memory_manager import memory_manager
@@ -40,9 +39,9 @@ from storage.errors import StorageConfigError, StorageError, StorageUnavailableE
 from storage.postgres_store import PostgresMemoryStore
 from storage.sqlite_store import SQLiteMemoryStore
 from storage.supabase_store import SupabaseMemoryStore
-from tests.fakes import FakeAudioInput, FakeScriptedLLM, FakeSTT, sqlite_rows
+from tests.fakes import FakeScriptedLLM, FakeSTT, sqlite_rows, user_texts
 from tests.postgrest_transport import FAKE_SUPABASE_URL, FakePostgrestTransport, mint_jwt
-from voice_session import start_caller_session
+from tests.session_harness import eventually, spoken_session, start_in_own_task, text_session
 
 LIVEKIT_SECRET = "lk-secret-XYZ" + "-7f3a9c1e5b2d4f60"
 OPENAI_KEY = "sk-test-SECRET" + "-4b8d2f6a0c1e3579"
@@ -173,22 +172,8 @@ def capture(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -
             logger.setLevel(level)
 
 
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 def _user_texts(fake_llm: FakeScriptedLLM) -> list[str]:
-    return [
-        item.text_content or ""
-        for chat_ctx in fake_llm.requests
-        for item in chat_ctx.items
-        if isinstance(item, llm.ChatMessage) and item.role == "user"
-    ]
+    return [text for chat_ctx in fake_llm.requests for text in user_texts(chat_ctx)]
 
 
 # -- a real session ---------------------------------------------------------------------------
@@ -201,17 +186,8 @@ async def test_a_session_logs_no_secret_and_the_identity_only_at_debug(
 ) -> None:
     check_settings_for("start")
     fake_llm, fake_stt = FakeScriptedLLM(), FakeSTT()
-    session: AgentSession[Any] = AgentSession(
-        llm=fake_llm,
-        stt=fake_stt,
-        vad=None,
-        turn_handling={
-            "turn_detection": "stt",
-            "endpointing": {"min_delay": 0.0, "max_delay": 1.0},
-        },
-    )
-    session.input.audio = FakeAudioInput()
-    caller = await asyncio.create_task(start_caller_session(session, identity=IDENTITY))
+    session = spoken_session(fake_llm, fake_stt)
+    caller = await start_in_own_task(session, IDENTITY)
     try:
         await eventually(lambda: bool(fake_llm.requests), "the greeting")
         spoken = "my name is Carol and my favorite color is teal"
@@ -415,12 +391,9 @@ async def test_postgres_store_logs_no_password_when_it_cannot_log_in(
     monkeypatch.setenv("DATABASE_URL", cases[0][0])
     store = storage.open_store()
     storage.set_store(store)
-    fake_llm = FakeScriptedLLM()
-    session: AgentSession[Any] = AgentSession(
-        llm=fake_llm, vad=None, turn_handling={"turn_detection": "manual"}
-    )
+    session = text_session(FakeScriptedLLM())
     try:
-        caller = await asyncio.create_task(start_caller_session(session, identity=IDENTITY))
+        caller = await start_in_own_task(session, IDENTITY)
         await session.run(user_input="my favorite color is teal")
         assert await caller.aclose(5.0)
         assert caller.memory.spooled_count >= 1 and caller.memory.stored_count == 0

@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import textwrap
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,7 +29,8 @@ from session_context import get_session_user_uuid, session_user, set_session_use
 from session_memory import SessionMemory
 from storage.sqlite_store import SQLiteMemoryStore
 from store_health import store_outage
-from tests.fakes import FakeStoreOutage, sqlite_rows
+from tests.fakes import FakeStoreOutage, outage_errors, sqlite_rows
+from tests.session_harness import eventually
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -55,16 +55,6 @@ SAID = {
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Wait until `condition` holds (a deadline, not a speed assertion)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def expected_rows(said: dict[str, list[str]]) -> dict[str, dict[str, list[str]]]:
@@ -109,14 +99,6 @@ def spooled_records() -> list[dict[str, str]]:
         for path in spool_files()
         for line in path.read_text(encoding="utf-8").splitlines()
         if line.strip()
-    ]
-
-
-def outage_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [
-        r
-        for r in caplog.records
-        if r.name == "memory_worker.storage.health" and r.levelno >= logging.ERROR
     ]
 
 

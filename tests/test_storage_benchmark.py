@@ -10,16 +10,16 @@ import re
 
 import pytest
 
+from bench.report import percentile
 from bench.storage_benchmark import (
     OPERATION_LABELS,
     SEARCH,
     STABLE_FACTS,
     Workload,
-    build_vocabulary,
     build_workload,
     main,
-    percentile,
 )
+from bench.workload import build_vocabulary
 
 TINY = ["--sizes", "200", "--ops", "12", "--concurrency", "1,4", "--other-users", "3"]
 NUMBER = re.compile(r"^[0-9][0-9,]*(\.[0-9]+)?$")

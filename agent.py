@@ -18,6 +18,8 @@ from livekit.plugins import openai, silero
 from memory_manager import memory_manager
 from session_context import get_session_livekit_identity, get_session_user_uuid, set_session_user
 from settings import SettingsError, check_settings_for, console_identity, model_settings
+from storage.errors import StorageError, StorageUnavailableError
+from store_check import check_store_from_env
 from voice_session import start_caller_session
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("memory_worker")
+
+STARTUP_STORE_CHECK_S = 5.0
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -97,6 +101,16 @@ def main(argv: list[str]) -> None:
         check_settings_for(command)
     except SettingsError as exc:
         sys.exit(f"agent.py {command}: {exc}")
+    if command in {"dev", "start", "connect", "console"}:
+        try:
+            check_store_from_env(timeout=STARTUP_STORE_CHECK_S)
+        except StorageUnavailableError as exc:
+            # It may come back: calls still work without memory, and what callers say is
+            # spooled until it does.
+            logger.warning("agent.py %s: starting anyway, %s", command, exc)
+        except StorageError as exc:
+            # Missing tables or bad settings do not fix themselves: say what to do, now.
+            sys.exit(f"agent.py {command}: {exc}")
     cli.run_app(server)
 
 

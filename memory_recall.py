@@ -72,9 +72,9 @@ async def recall(
         logger.warning("recall skipped: the %.0f ms budget ran out", budget * 1000)
         return []
     except StorageError as exc:
-        store_outage.failed("recall", exc)
+        store_outage.failed("recall", exc, reading=True)
         return []
-    store_outage.succeeded()
+    store_outage.succeeded(reading=True)
     return without_repeats(found, exclude)
 
 

@@ -322,10 +322,14 @@ def _set_aside(path: Path, line: str) -> None:
 
 
 def _rewrite(fh: IO[str], text: str) -> None:
+    # Keep the file's modification time: files are replayed oldest first by it, and what is
+    # left of a file is no newer than it was (else an older value would be written last).
+    before = os.fstat(fh.fileno())
     fh.seek(0)
     fh.write(text)
     fh.truncate()
     fh.flush()
+    os.utime(fh.fileno(), ns=(before.st_atime_ns, before.st_mtime_ns))
     os.fsync(fh.fileno())
 
 

@@ -3,6 +3,10 @@
 Every part of the worker that talks to the store on the caller's behalf (capture, recall,
 spool replay) reports here. The first failure of an outage is logged as an error with what
 went wrong; further failures are debug lines; the first success after it logs the recovery.
+A successful *read* does not end an outage in which writes failed: a store can answer reads
+and refuse writes (SQLite while another process holds its write lock, a read-only replica
+after a failover, a full disk), and treating each recall as a recovery logged the outage
+again after every one.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ class OutageLog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._failures = 0
+        self._write_failures = 0
 
     @property
     def is_down(self) -> bool:
@@ -28,9 +33,13 @@ class OutageLog:
     def failures(self) -> int:
         return self._failures
 
-    def failed(self, what: str, exc: BaseException) -> None:
+    def failed(self, what: str, exc: BaseException, *, reading: bool = False) -> None:
         with self._lock:
+            if self._failures == 0:
+                self._write_failures = 0  # a new outage
             self._failures += 1
+            if not reading:
+                self._write_failures += 1
             first = self._failures == 1
         if first:
             logger.error(
@@ -42,9 +51,11 @@ class OutageLog:
         else:
             logger.debug("memory store still unavailable (%s: %s)", what, exc)
 
-    def succeeded(self) -> None:
+    def succeeded(self, *, reading: bool = False) -> None:
         with self._lock:
-            failures, self._failures = self._failures, 0
+            if reading and self._failures and self._write_failures:
+                return  # reads work; whether writes do again, only a write can tell
+            failures, self._failures, self._write_failures = self._failures, 0, 0
         if failures:
             logger.warning("memory store reachable again after %d failed operations", failures)
 

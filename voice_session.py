@@ -58,7 +58,9 @@ async def _ensure_profile(user_uuid: str, identity: str) -> Profile:
     except (TimeoutError, StorageError) as exc:
         # The caller still gets a conversation; the profile row is created by the first
         # memory write once the store is back.
-        logger.error("[SESSION INIT] profile store unavailable, continuing without it: %s", exc)
+        logger.error(
+            "[SESSION INIT] profile store unavailable, continuing without it: %s", _why(exc)
+        )
         return Profile(id=user_uuid, original_identity=None, is_first_login=False)
 
 
@@ -68,8 +70,15 @@ async def _known_memories() -> list[Memory]:
             memory_manager.asearch("", limit=KNOWN_MEMORIES_LIMIT), KNOWN_MEMORIES_TIMEOUT_S
         )
     except (TimeoutError, StorageError) as exc:
-        logger.warning("[SESSION INIT] could not load the caller's memories: %s", exc)
+        logger.warning("[SESSION INIT] could not load the caller's memories: %s", _why(exc))
         return []
+
+
+def _why(exc: BaseException) -> str:
+    # A timeout's own text is empty: say what it was (the store's errors say what to do).
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "the memory store did not answer in time (it is overloaded or unreachable)"
+    return str(exc)
 
 
 def _capture_typed_messages(session: AgentSession[Any], memory: SessionMemory) -> None:

@@ -137,6 +137,9 @@ class SQLiteMemoryStore:
     def _connect(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
+            # Creating the tables may have failed when this connection was opened (another
+            # process held the write lock): try again, or the tables would never be made.
+            self._ensure_schema(conn)
             return conn
         if self._closed:
             raise StorageUnavailableError("the SQLite memory store is closed")

@@ -63,7 +63,8 @@ from storage.sqlite_store import SQLiteMemoryStore
 from store_health import store_outage
 from tests.fakes import FakeAudioInput, FakeScriptedLLM, FakeStoreOutage, FakeSTT, sqlite_rows
 from tests.postgres_fixtures import PostgresCluster
-from voice_session import CallerSession, start_caller_session
+from tests.session_harness import spoken_session, start_in_own_task, text_session
+from voice_session import CallerSession
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 HEALTH_LOGGER = "memory_worker.storage.health"
@@ -134,23 +135,9 @@ async def spoken_reply(session: AgentSession[Any], fake_stt: FakeSTT, text: str)
 async def start_call(identity: str, *, spoken: bool = False) -> Call:
     """Start a caller the way a job entrypoint does: `start_caller_session`, own task."""
     fake_llm = FakeScriptedLLM()
-    fake_stt: FakeSTT | None = None
-    if spoken:
-        fake_stt = FakeSTT()
-        session: AgentSession[Any] = AgentSession(
-            llm=fake_llm,
-            stt=fake_stt,
-            vad=None,
-            turn_handling={
-                "turn_detection": "stt",
-                "endpointing": {"min_delay": 0.0, "max_delay": 1.0},
-            },
-            session_close_transcript_timeout=0.1,
-        )
-        session.input.audio = FakeAudioInput()
-    else:
-        session = AgentSession(llm=fake_llm, vad=None, turn_handling={"turn_detection": "manual"})
-    started = await asyncio.create_task(start_caller_session(session, identity=identity))
+    fake_stt = FakeSTT() if spoken else None
+    session = spoken_session(fake_llm, fake_stt) if fake_stt else text_session(fake_llm)
+    started = await start_in_own_task(session, identity)
     return Call(identity, spoken, session, fake_stt, started)
 
 

@@ -48,7 +48,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from livekit.agents import AgentSession, llm
+from livekit.agents import AgentSession
 from livekit.agents.voice.run_result import ChatMessageEvent, RunResult
 
 import storage
@@ -62,7 +62,8 @@ from session_memory import SessionMemory
 from storage.base import MemoryStore
 from storage.postgres_store import PostgresMemoryStore
 from storage.sqlite_store import SQLiteMemoryStore
-from tests.fakes import FakeAudioInput, FakeScriptedLLM, FakeSTT, sqlite_rows
+from tests.fakes import FakeAudioInput, FakeScriptedLLM, FakeSTT, chat_texts, sqlite_rows
+from tests.session_harness import reply_arrived
 from voice_session import start_caller_session
 
 SEARCH_WORD = "hiking"
@@ -188,28 +189,6 @@ def assistant_replies(result: RunResult[Any]) -> list[str]:
         for event in result.events
         if isinstance(event, ChatMessageEvent) and event.item.role == "assistant"
     ]
-
-
-def chat_texts(chat_ctx: llm.ChatContext) -> list[str]:
-    return [item.text_content or "" for item in chat_ctx.items if isinstance(item, llm.ChatMessage)]
-
-
-def reply_arrived(session: AgentSession[Any], text: str) -> asyncio.Future[None]:
-    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def on_item(event: Any) -> None:
-        item = event.item
-        if (
-            isinstance(item, llm.ChatMessage)
-            and item.role == "assistant"
-            and item.text_content == text
-            and not future.done()
-        ):
-            future.set_result(None)
-
-    session.on("conversation_item_added", on_item)
-    future.add_done_callback(lambda _f: session.off("conversation_item_added", on_item))
-    return future
 
 
 async def run_memory_caller(caller: Caller, deadline: float) -> None:

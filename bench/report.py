@@ -30,6 +30,12 @@ __all__ = [
 ]
 
 # How both benchmarks run SQLite (`SQLiteMemoryStore`'s production settings).
+# The backends the benchmarks compare, and how their tables name them.
+SQLITE = "sqlite"
+POSTGRES = "postgres"
+BACKENDS = (SQLITE, POSTGRES)
+BACKEND_LABELS = {SQLITE: "SQLite", POSTGRES: "Postgres"}
+
 SQLITE_ENVIRONMENT = f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL)"
 
 

@@ -61,6 +61,10 @@ from livekit.agents import AgentSession  # noqa: E402
 
 import storage  # noqa: E402
 from bench.report import (  # noqa: E402
+    BACKEND_LABELS,
+    BACKENDS,
+    POSTGRES,
+    SQLITE,
     SQLITE_ENVIRONMENT,
     choice_list,
     positive_int_list,
@@ -77,10 +81,6 @@ from voice_session import start_caller_session  # noqa: E402
 if TYPE_CHECKING:
     from tests.postgres_fixtures import PostgresCluster
 
-SQLITE = "sqlite"
-POSTGRES = "postgres"
-BACKENDS = (SQLITE, POSTGRES)
-BACKEND_LABELS = {SQLITE: "SQLite", POSTGRES: "Postgres"}
 DEFAULT_CONCURRENCY = (1, 100, 500)
 DEFAULT_TURNS = 5
 DEFAULT_MIN_SESSIONS = 50

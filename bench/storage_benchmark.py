@@ -66,6 +66,10 @@ if str(_ROOT) not in sys.path:  # run as a script: make the project's modules im
 import asyncpg  # noqa: E402
 
 from bench.report import (  # noqa: E402
+    BACKEND_LABELS,
+    BACKENDS,
+    POSTGRES,
+    SQLITE,
     SQLITE_ENVIRONMENT,
     choice_list,
     percentile,
@@ -93,10 +97,6 @@ from storage.sqlite_store import SQLiteMemoryStore  # noqa: E402
 if TYPE_CHECKING:
     from tests.postgres_fixtures import PostgresCluster
 
-SQLITE = "sqlite"
-POSTGRES = "postgres"
-BACKENDS = (SQLITE, POSTGRES)
-BACKEND_LABELS = {SQLITE: "SQLite", POSTGRES: "Postgres"}
 
 STORE_NEW = "store_new"
 STORE_EXISTING = "store_existing"

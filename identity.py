@@ -42,9 +42,7 @@ def identity_namespace() -> uuid.UUID:
 def validate_identity(identity: object) -> str:
     """Return `identity` unchanged if it can name a caller, else raise `ValueError`."""
     if not isinstance(identity, str):
-        raise ValueError(
-            f"a LiveKit identity must be a string, got {type(identity).__name__}"
-        )
+        raise ValueError(f"a LiveKit identity must be a string, got {type(identity).__name__}")
     if not identity.strip():
         raise ValueError("a LiveKit identity must not be empty or only whitespace")
     if len(identity) > MAX_IDENTITY_LENGTH:

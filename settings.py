@@ -73,7 +73,9 @@ def _check_url(name: str, value: str, schemes: tuple[str, ...]) -> None:
 def check_settings_for(command: str) -> None:
     """Raise `SettingsError` if `command` (dev, start, console, ...) cannot run as configured."""
     if command in {"dev", "start", "connect"}:
-        url = _require("LIVEKIT_URL", "set it to your LiveKit server, e.g. wss://<project>.livekit.cloud")
+        url = _require(
+            "LIVEKIT_URL", "set it to your LiveKit server, e.g. wss://<project>.livekit.cloud"
+        )
         _check_url("LIVEKIT_URL", url, ("wss", "ws", "https", "http"))
         _require("LIVEKIT_API_KEY", "copy it from your LiveKit project's settings")
         _require("LIVEKIT_API_SECRET", "copy it from your LiveKit project's settings")

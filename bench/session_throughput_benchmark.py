@@ -294,9 +294,7 @@ async def _spool_drained(timeout: float = 120.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def run_level(
-    backend: str, concurrency: int, turns: int, min_sessions: int
-) -> LevelResult:
+async def run_level(backend: str, concurrency: int, turns: int, min_sessions: int) -> LevelResult:
     result = LevelResult(backend, concurrency)
     counter = _Counter()
     session_logger = logging.getLogger(SESSION_LOGGER)
@@ -357,9 +355,7 @@ async def run_backend(
                 file=sys.stderr,
                 flush=True,
             )
-            results.append(
-                await run_level(backend, concurrency, config.turns, config.min_sessions)
-            )
+            results.append(await run_level(backend, concurrency, config.turns, config.min_sessions))
         finally:
             storage.set_store(previous)
             await store.aclose()
@@ -393,14 +389,16 @@ MEASURES: tuple[tuple[str, Any], ...] = (
     ("sessions started/s", lambda r: _rate(r.sessions_per_s)),
     (
         "start latency p50 / p95 (ms)",
-        lambda r: f"{_ms(percentile(r.start_latencies, 50))} / "
-        f"{_ms(percentile(r.start_latencies, 95))}",
+        lambda r: (
+            f"{_ms(percentile(r.start_latencies, 50))} / {_ms(percentile(r.start_latencies, 95))}"
+        ),
     ),
     ("turns/s", lambda r: _rate(r.turns_per_s)),
     (
         "turn latency p50 / p95 (ms)",
-        lambda r: f"{_ms(percentile(r.turn_latencies, 50))} / "
-        f"{_ms(percentile(r.turn_latencies, 95))}",
+        lambda r: (
+            f"{_ms(percentile(r.turn_latencies, 50))} / {_ms(percentile(r.turn_latencies, 95))}"
+        ),
     ),
     (
         "memories captured (of them spooled, replayed later)",

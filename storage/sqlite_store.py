@@ -413,5 +413,3 @@ def _translate(exc: sqlite3.Error, path: Path) -> StorageError:
             "elsewhere"
         )
     return StorageError(f"SQLite memory store error: {text}")
-
-

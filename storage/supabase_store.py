@@ -396,12 +396,8 @@ class SupabaseMemoryStore:
                 or loop.time() + delay >= deadline
             ):
                 if failure.transient:
-                    logger.debug(
-                        "%s failed after %d attempt(s): %s", fn, attempt, failure.summary
-                    )
-                raise failure.error from (
-                    None if self._leaks_key(failure.cause) else failure.cause
-                )
+                    logger.debug("%s failed after %d attempt(s): %s", fn, attempt, failure.summary)
+                raise failure.error from (None if self._leaks_key(failure.cause) else failure.cause)
             logger.debug(
                 "%s attempt %d failed (%s); retrying in %.0f ms",
                 fn,
@@ -420,8 +416,10 @@ class SupabaseMemoryStore:
         )
         summary = f"HTTP {status} {code}".strip() if status else code or "error"
         if (
-            status is not None and (status >= 500 or status in _TRANSIENT_STATUS)
-        ) or code in _TRANSIENT_CODES or code[:2] in _TRANSIENT_CLASSES:
+            (status is not None and (status >= 500 or status in _TRANSIENT_STATUS))
+            or code in _TRANSIENT_CODES
+            or code[:2] in _TRANSIENT_CLASSES
+        ):
             return _Failure(
                 transient=True,
                 error=StorageUnavailableError(
@@ -454,9 +452,7 @@ class SupabaseMemoryStore:
     def _permission_error(self, fn: str, code: str, detail: str) -> StorageConfigError:
         """A refusal is a configuration problem (the wrong key, missing grants), as in the
         Postgres backend; retrying cannot help, so it is not `StorageUnavailableError`."""
-        if self.key_role == "anon" or (
-            self.key_role is None and self.key_variable == ANON_KEY_ENV
-        ):
+        if self.key_role == "anon" or (self.key_role is None and self.key_variable == ANON_KEY_ENV):
             return StorageConfigError(
                 f"Supabase refused {fn} ({detail}): the worker is using the anon key "
                 f"(from {self.key_variable}), and row-level security and the memory "

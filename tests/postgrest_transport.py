@@ -157,9 +157,7 @@ def _error(
     return _json_response(status, body, headers)
 
 
-def _json_response(
-    status: int, body: Any, headers: dict[str, str] | None = None
-) -> httpx.Response:
+def _json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.Response(
         status,
         content=body if isinstance(body, bytes) else json.dumps(body).encode(),
@@ -305,8 +303,9 @@ class FakePostgrestTransport(httpx.AsyncBaseTransport):
                 401,
                 "PGRST301",
                 str(exc),
-                headers={"www-authenticate": f'Bearer error="invalid_token", '
-                         f'error_description="{exc}"'},
+                headers={
+                    "www-authenticate": f'Bearer error="invalid_token", error_description="{exc}"'
+                },
             )
         role = claims.get("role", self.anon_role)
         if not isinstance(role, str) or not _ROLE_NAME.fullmatch(role):
@@ -364,8 +363,9 @@ class FakePostgrestTransport(httpx.AsyncBaseTransport):
                 hint=getattr(exc, "hint", None),
             )
         except (OSError, asyncpg.InterfaceError) as exc:
-            return _error(503, "PGRST001", "Database client error. Retrying the connection.",
-                          details=str(exc))
+            return _error(
+                503, "PGRST001", "Database client error. Retrying the connection.", details=str(exc)
+            )
         finally:
             # terminate(), not close(): it cannot be cancelled half-way when the client gives
             # up on the request; an open transaction is rolled back by the server.

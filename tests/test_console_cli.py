@@ -234,15 +234,25 @@ def _type_line(terminal: TerminalSession, text: str) -> None:
         # Enter is "\r" from the keyboard; the terminal turns it into the "\n" the CLI reads.
         terminal.send(key)
         if key == "\r":
-            expected: str | re.Pattern[str] = re.compile(r"\u25cf\s*You\s+" + re.escape(text))
+            expected: str | re.Pattern[str] = _shown_under("You", text)
         else:
             expected = f"\u276f {text[: i + 1]}\u2588"  # the prompt line: "❯ typed-so-far█"
         if not terminal.wait_for(expected, KEY_ECHO_TIMEOUT_S, since=mark):
             _fail(terminal, f"the console never showed {expected!r} while typing {text!r}")
 
 
+def _shown_under(speaker: str, text: str) -> re.Pattern[str]:
+    """`text` on a line of its own below "● <speaker>".
+
+    The worker's log lines are printed to the same terminal and may land in between.
+    """
+    return re.compile(
+        r"\u25cf\s*" + speaker + r"\s[\s\S]*?^\s*" + re.escape(text) + r"\s*$", re.MULTILINE
+    )
+
+
 def _agent_said(text: str) -> re.Pattern[str]:
-    return re.compile(r"\u25cf\s*Agent\s+" + re.escape(text))
+    return _shown_under("Agent", text)
 
 
 @pytest.fixture

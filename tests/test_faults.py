@@ -233,8 +233,7 @@ def assert_exactly(rows: list[Row], said: dict[str, list[str]]) -> None:
         }
         assert facts == later_wins, identity
     assert len(rows) == sum(
-        len({(m.category.value, m.key) for t in said[i] for m in extract_memories(t)})
-        for i in said
+        len({(m.category.value, m.key) for t in said[i] for m in extract_memories(t)}) for i in said
     )
 
 
@@ -316,10 +315,14 @@ async def outage_mid_call(outage: Outage, caplog: pytest.LogCaptureFixture) -> N
         async def all_arrived() -> bool:
             rows = outage.rows()
             current = await rows if asyncio.iscoroutine(rows) else rows
-            return len(current) >= sum(
-                len({(m.category.value, m.key) for t in texts for m in extract_memories(t)})
-                for texts in said.values()
-            ) and not default_spool().has_pending
+            return (
+                len(current)
+                >= sum(
+                    len({(m.category.value, m.key) for t in texts for m in extract_memories(t)})
+                    for texts in said.values()
+                )
+                and not default_spool().has_pending
+            )
 
         await eventually(all_arrived, "the spooled memories to arrive", RECOVERY_TIMEOUT_S)
         rows = outage.rows()

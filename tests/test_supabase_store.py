@@ -73,9 +73,7 @@ async def profile_rows(db: asyncpg.Connection) -> list[tuple[str, str | None, bo
     return [tuple(r) for r in rows]
 
 
-def make_store(
-    transport: httpx.AsyncBaseTransport, key: str, **kwargs: Any
-) -> SupabaseMemoryStore:
+def make_store(transport: httpx.AsyncBaseTransport, key: str, **kwargs: Any) -> SupabaseMemoryStore:
     return SupabaseMemoryStore(FAKE_SUPABASE_URL, key, transport=transport, **kwargs)
 
 
@@ -186,9 +184,7 @@ async def test_the_store_works_from_several_event_loops(
 ) -> None:
     """The test's loop, a fresh loop in a thread, and the sync bridge's loop thread."""
     await supabase_store.upsert_memory(ALICE, "FACT", "here", "1")
-    await asyncio.to_thread(
-        asyncio.run, supabase_store.upsert_memory(ALICE, "FACT", "thread", "2")
-    )
+    await asyncio.to_thread(asyncio.run, supabase_store.upsert_memory(ALICE, "FACT", "thread", "2"))
     value = await asyncio.to_thread(
         run_sync, supabase_store.get_memory(ALICE, "FACT", "thread"), api_name="retrieve"
     )
@@ -567,7 +563,8 @@ class LocalHTTPServer:
                 status, content = response
                 writer.write(
                     f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
-                    f"content-length: {len(content)}\r\n\r\n".encode() + content
+                    f"content-length: {len(content)}\r\n\r\n".encode()
+                    + content
                 )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

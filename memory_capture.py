@@ -78,7 +78,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import capture_rules as vocab
-from memory_types import MemoryCategory
+from memory_types import MemoryCategory, MemoryKind
 
 MAX_CAPTURED_CHARS = 2000
 MAX_SLUG_CHARS = 48
@@ -91,6 +91,7 @@ class CapturedMemory:
     category: MemoryCategory
     key: str
     value: str
+    kind: MemoryKind = MemoryKind.FACT
 
 
 def _rx(pattern: str) -> re.Pattern[str]:
@@ -1317,4 +1318,7 @@ def extract_memories(text: str, *, now_ms: int | None = None) -> list[CapturedMe
     if not facts and not any(not c.question and not _is_small_talk(c.text) for c in clauses):
         return []
     category = _categorize(cleaned, facts)
-    return [CapturedMemory(category, utterance_key(cleaned, now_ms), cleaned), *facts]
+    utterance = CapturedMemory(
+        category, utterance_key(cleaned, now_ms), cleaned, kind=MemoryKind.UTTERANCE
+    )
+    return [utterance, *facts]

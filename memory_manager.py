@@ -14,12 +14,14 @@ and async code (the agent) uses the `a`-prefixed twins, which never block the ev
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from memory_types import Memory, MemoryCategory
+from memory_types import Memory, MemoryCategory, MemoryKind, WriteOutcome
 from search_query import build_search_query
-from session_context import get_current_identity, get_current_user
+from session_context import get_current_identity, get_current_user, get_session_started_at
 from storage import MemoryStore, get_store
 from storage.sync_bridge import run_sync
 
@@ -31,6 +33,26 @@ MAX_KEY_LENGTH = 200
 MAX_VALUE_LENGTH = 8000
 MAX_QUERY_LENGTH = 2000
 MAX_SEARCH_LIMIT = 100
+MAX_UTTERANCES_ENV = "MEMORY_MAX_UTTERANCES_PER_CALLER"
+DEFAULT_MAX_UTTERANCES = 20_000
+
+
+def max_utterances_from_env() -> int | None:
+    """`MEMORY_MAX_UTTERANCES_PER_CALLER`: how many of a caller's own messages are kept (the
+    oldest are dropped first; stable facts are never dropped); 0 means no limit."""
+    raw = os.environ.get(MAX_UTTERANCES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_UTTERANCES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(
+            f"{MAX_UTTERANCES_ENV} must be a whole number of utterances (0 for no limit), "
+            f"got {raw!r}"
+        )
+    return value or None
 
 
 def _check_unicode(text: str, what: str) -> None:
@@ -84,14 +106,45 @@ class MemoryManager:
 
     # -- async API (the agent's) ------------------------------------------------------------
 
-    async def astore(self, category: str | MemoryCategory, key: str, value: str) -> None:
+    async def astore(
+        self,
+        category: str | MemoryCategory,
+        key: str,
+        value: str,
+        *,
+        kind: str | MemoryKind = MemoryKind.FACT,
+        captured_at: float | None = None,
+        session_started_at: float | None = None,
+    ) -> WriteOutcome:
+        """Store one memory for the caller in context; the store decides whether it lands.
+
+        `captured_at` is when the caller said it (default: now) and orders writes of one key
+        across writers; `session_started_at` is when the session that heard it began
+        (default: the start of the session in context, set by `set_session_user`, else
+        `captured_at`): an erasure of the caller since then refuses the write.
+        Returns what the store did (`WriteOutcome`); a refusal is not an error.
+        """
         cat = MemoryCategory.parse(category).value
+        kind = MemoryKind(kind)
         key, value = validate_key(key), validate_value(value)
         user_id = get_current_user("storing a memory")
-        await self.store_backend.upsert_memory(
-            user_id, cat, key, value, identity=get_current_identity()
+        captured = time.time() if captured_at is None else float(captured_at)
+        if session_started_at is None:
+            session_started_at = get_session_started_at()
+        started = captured if session_started_at is None else float(session_started_at)
+        outcome = await self.store_backend.upsert_memory(
+            user_id,
+            cat,
+            key,
+            value,
+            identity=get_current_identity(),
+            kind=kind.value,
+            captured_at=captured,
+            session_started_at=started,
+            max_utterances=max_utterances_from_env(),
         )
-        logger.debug("memory stored for %s: [%s] %s", user_id, cat, key)
+        logger.debug("memory write for %s: [%s] %s -> %s", user_id, cat, key, outcome)
+        return outcome
 
     async def aretrieve(self, category: str | MemoryCategory, key: str) -> str | None:
         cat = MemoryCategory.parse(category).value
@@ -125,10 +178,13 @@ class MemoryManager:
         user_id = get_current_user("listing memories")
         return await self.store_backend.list_memories(user_id)
 
-    async def aforget_everything(self) -> int:
-        """Delete the caller's profile and every memory; returns memories deleted."""
+    async def aforget_everything(self, *, erased_at: float | None = None) -> int:
+        """Delete the caller's profile and every memory, and record the erasure (at
+        `erased_at`, default now) so that no writer can bring any of it back; returns
+        memories deleted."""
         user_id = get_current_user("forgetting everything")
-        deleted = await self.store_backend.delete_user(user_id)
+        when = time.time() if erased_at is None else float(erased_at)
+        deleted = await self.store_backend.delete_user(user_id, erased_at=when)
         logger.info("deleted every memory (%d) and the profile of user %s", deleted, user_id)
         return deleted
 
@@ -137,8 +193,8 @@ class MemoryManager:
     def _sync(self, coro: Coroutine[Any, Any, T], api_name: str) -> T:
         return run_sync(coro, api_name=api_name)
 
-    def store(self, category: str | MemoryCategory, key: str, value: str) -> None:
-        self._sync(self.astore(category, key, value), "store")
+    def store(self, category: str | MemoryCategory, key: str, value: str) -> WriteOutcome:
+        return self._sync(self.astore(category, key, value), "store")
 
     def retrieve(self, category: str | MemoryCategory, key: str) -> str | None:
         return self._sync(self.aretrieve(category, key), "retrieve")

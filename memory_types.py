@@ -1,7 +1,7 @@
 """The vocabulary shared by every layer: memory categories, and what a memory and a profile are.
 
-The eleven categories are those of the original companion (NOTES.md). A category that is not
-one of them is an error, never silently turned into FACT.
+The eleven categories are those of the companion the design summary describes. A category
+that is not one of them is an error, never silently turned into FACT.
 """
 
 from __future__ import annotations
@@ -55,6 +55,31 @@ CATEGORY_PRIORITY: dict[MemoryCategory, int] = {
 }
 
 
+class MemoryKind(enum.StrEnum):
+    """A stable fact (one value per key, replaced when it changes) or the caller's own words
+    (one row per message, never replaced)."""
+
+    FACT = "fact"
+    UTTERANCE = "utterance"
+
+
+class WriteOutcome(enum.StrEnum):
+    """What the store did with one memory write.
+
+    The store, not the writer, decides: every writer (a live session, a spool replay in any
+    worker, an operator script) passes through the same rule (see `storage.base`).
+    """
+
+    STORED = "stored"
+    """Inserted, or replaced an older capture of the same key."""
+    STALE = "stale"
+    """Refused: the stored value of this key was captured later (last writer by capture time
+    wins, so an older spooled value never overwrites a newer one)."""
+    ERASED = "erased"
+    """Refused: the caller was erased after the writing session began (or after the memory
+    was captured), so nothing from before the erasure may come back."""
+
+
 @dataclass(frozen=True, slots=True)
 class Memory:
     category: str
@@ -63,6 +88,11 @@ class Memory:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     score: float = 0.0
+    kind: str = MemoryKind.FACT
+
+    @property
+    def is_utterance(self) -> bool:
+        return self.kind == MemoryKind.UTTERANCE
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 
@@ -28,6 +29,10 @@ _session_user_uuid: ContextVar[str | None] = ContextVar("session_user_uuid", def
 _session_livekit_identity: ContextVar[str | None] = ContextVar(
     "session_livekit_identity", default=None
 )
+# When the current caller's session began (seconds since the epoch). Every write made in this
+# context carries it, and the store refuses it if the caller was erased since: a session that
+# heard things before an erasure may not write any of them afterwards.
+_session_started_at: ContextVar[float | None] = ContextVar("session_started_at", default=None)
 
 ALLOW_DEFAULT_USER_ENV = "MEMORY_ALLOW_DEFAULT_USER"
 DEFAULT_USER_IDENTITY = "local-default-user"
@@ -50,6 +55,7 @@ def set_session_user(identity: str) -> str:
     user_uuid = livekit_identity_to_uuid(identity)
     _session_livekit_identity.set(identity)
     _session_user_uuid.set(user_uuid)
+    _session_started_at.set(time.time())
     logger.debug("session user set: %s -> %s", identity, user_uuid)
     return user_uuid
 
@@ -64,15 +70,22 @@ def get_session_livekit_identity() -> str | None:
     return _session_livekit_identity.get()
 
 
+def get_session_started_at() -> float | None:
+    """When the session of the caller in this context began (epoch seconds), or None."""
+    return _session_started_at.get()
+
+
 @contextlib.contextmanager
 def session_user(identity: str) -> Iterator[str]:
     """Set the caller for a block and restore whatever was there before."""
     user_uuid = livekit_identity_to_uuid(identity)
     tok_identity = _session_livekit_identity.set(identity)
     tok_uuid = _session_user_uuid.set(user_uuid)
+    tok_started = _session_started_at.set(time.time())
     try:
         yield user_uuid
     finally:
+        _session_started_at.reset(tok_started)
         _session_user_uuid.reset(tok_uuid)
         _session_livekit_identity.reset(tok_identity)
 
@@ -81,6 +94,7 @@ def clear_session_user() -> None:
     """Forget the caller in this context (later memory calls here fail closed)."""
     _session_user_uuid.set(None)
     _session_livekit_identity.set(None)
+    _session_started_at.set(None)
 
 
 def default_user_allowed() -> bool:

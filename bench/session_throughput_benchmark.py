@@ -367,7 +367,10 @@ async def _truncate(dsn: str) -> None:
 
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        await conn.execute("TRUNCATE public.memories, public.profiles RESTART IDENTITY CASCADE")
+        await conn.execute(
+            "TRUNCATE caller_memory.memories, caller_memory.erasures, public.profiles "
+            "RESTART IDENTITY CASCADE"
+        )
     finally:
         await conn.close()
 

@@ -282,7 +282,10 @@ async def fill_postgres(admin_dsn: str, workload: Workload, *, truncate: bool) -
     conn = await asyncpg.connect(admin_dsn, timeout=30)
     try:
         if truncate:
-            await conn.execute("TRUNCATE public.memories, public.profiles RESTART IDENTITY CASCADE")
+            await conn.execute(
+                "TRUNCATE caller_memory.memories, caller_memory.erasures, public.profiles "
+                "RESTART IDENTITY CASCADE"
+            )
         await conn.copy_records_to_table(
             "profiles",
             schema_name="public",
@@ -291,11 +294,23 @@ async def fill_postgres(admin_dsn: str, workload: Workload, *, truncate: bool) -
         )
         await conn.copy_records_to_table(
             "memories",
-            schema_name="public",
-            columns=["user_id", "category", "key", "value", "created_at", "updated_at"],
-            records=((u, c, k, v, t, t) for u, c, k, v, t in workload.rows),
+            schema_name="caller_memory",
+            columns=[
+                "user_id",
+                "category",
+                "key",
+                "value",
+                "created_at",
+                "updated_at",
+                "kind",
+                "captured_at",
+            ],
+            records=(
+                (u, c, k, v, t, t, "utterance" if k.startswith("utterance_") else "fact", t)
+                for u, c, k, v, t in workload.rows
+            ),
         )
-        await conn.execute("VACUUM ANALYZE public.profiles, public.memories")
+        await conn.execute("VACUUM ANALYZE public.profiles, caller_memory.memories")
         await conn.execute("CHECKPOINT")  # measure from a clean state, as with SQLite below
     finally:
         await conn.close()
@@ -304,7 +319,10 @@ async def fill_postgres(admin_dsn: str, workload: Workload, *, truncate: bool) -
 async def empty_postgres(admin_dsn: str) -> None:
     conn = await asyncpg.connect(admin_dsn, timeout=30)
     try:
-        await conn.execute("TRUNCATE public.memories, public.profiles RESTART IDENTITY CASCADE")
+        await conn.execute(
+            "TRUNCATE caller_memory.memories, caller_memory.erasures, public.profiles "
+            "RESTART IDENTITY CASCADE"
+        )
     finally:
         await conn.close()
 
@@ -324,7 +342,7 @@ async def postgres_server(admin_dsn: str) -> str:
 async def postgres_size_mb(admin_dsn: str) -> float:
     conn = await asyncpg.connect(admin_dsn, timeout=30)
     try:
-        size = await conn.fetchval("SELECT pg_total_relation_size('public.memories')")
+        size = await conn.fetchval("SELECT pg_total_relation_size('caller_memory.memories')")
         return float(size) / 1e6
     finally:
         await conn.close()

@@ -166,8 +166,10 @@ def bulk_insert(
         [(user_id, identity, PROFILES_CREATED, PROFILES_CREATED) for user_id, identity in profiles],
     )
     conn.executemany(
-        "INSERT INTO memories(user_id, category, key, value, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO memories(user_id, category, key, value, created_at, updated_at, kind, "
+        "captured_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+        "CASE WHEN ?3 LIKE 'utterance\\_%' ESCAPE '\\' THEN 'utterance' ELSE 'fact' END, "
+        "(julianday(?6) - 2440587.5) * 86400.0)",
         memories,
     )
     conn.execute("COMMIT")

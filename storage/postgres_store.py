@@ -1,7 +1,7 @@
 """The Postgres store: any PostgreSQL 15+ database reached through `DATABASE_URL`.
 
 The tables and every query live in the migrations under `supabase/migrations/`; this module
-only calls the `public.memory_*` SQL functions they define, the same functions the Supabase
+only calls the `caller_memory.memory_*` SQL functions they define, the same functions the Supabase
 backend calls through PostgREST, so the two backends cannot drift apart. Apply the
 migrations first (`supabase db push`, or each `supabase/migrations/*.sql` file in order with
 `psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -f FILE`).
@@ -22,16 +22,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from memory_types import Memory, Profile
+from database_url import (
+    DatabaseUrlError,
+    parse_database_url,
+    redact_database_url,
+    scrub_database_secrets,
+)
+from memory_types import Memory, MemoryKind, Profile, WriteOutcome
+from storage.base import erasure_time, write_times
 from storage.errors import (
     StorageConfigError,
     StorageError,
@@ -78,38 +84,6 @@ _UNAVAILABLE_ERRORS = (
 )
 
 
-def redact_dsn(dsn: str) -> str:
-    """`dsn` with its password replaced by `***`, fit for logs and error messages."""
-    try:
-        parts = urlsplit(dsn)
-    except ValueError:
-        return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hosts = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{hosts}" if ":" in userinfo else f"{user}@{hosts}"
-    query = parts.query
-    if query:
-        pairs = [
-            (k, "***" if k.lower() in {"password", "passfile"} else v)
-            for k, v in parse_qsl(query, keep_blank_values=True)
-        ]
-        query = urlencode(pairs, safe="/*:@")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _dsn_password(dsn: str) -> str | None:
-    try:
-        parts = urlsplit(dsn)
-        for key, value in parse_qsl(parts.query):
-            if key.lower() == "password" and value:
-                return value
-        return unquote(parts.password) if parts.password else None
-    except ValueError:
-        return None
-
-
 def _env_number(name: str, default: float, *, integer: bool, low: float, high: float) -> Any:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -139,7 +113,12 @@ def _memory(row: asyncpg.Record) -> Memory:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         score=float(row.get("score", 0.0)),
+        kind=row.get("kind", MemoryKind.FACT),
     )
+
+
+def _timestamp(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _profile(row: asyncpg.Record) -> Profile:
@@ -170,10 +149,10 @@ class PostgresMemoryStore:
         """`statement_cache_size=0` is needed behind a transaction-mode pooler (PgBouncer,
         Supabase's port 6543), which cannot keep prepared statements; `server_settings` are
         sent at connect time (the tests use `{"role": "service_role"}`)."""
-        if not dsn.startswith(("postgres://", "postgresql://")):
-            raise StorageConfigError(
-                "DATABASE_URL must be a postgresql://user:password@host:port/dbname URL"
-            )
+        try:
+            parse_database_url(dsn)
+        except DatabaseUrlError as exc:
+            raise StorageConfigError(str(exc)) from None
         if not 0 <= min_size <= max_size or max_size < 1:
             raise StorageConfigError(
                 f"pool sizes must satisfy 0 <= min <= max and max >= 1, got {min_size}/{max_size}"
@@ -181,8 +160,7 @@ class PostgresMemoryStore:
         if timeout <= 0:
             raise StorageConfigError(f"the database timeout must be positive, got {timeout}")
         self._dsn = dsn
-        self._password = _dsn_password(dsn)
-        self.target = redact_dsn(dsn)
+        self.target = redact_database_url(dsn)
         self.min_size = min_size
         self.max_size = max_size
         self.timeout = timeout
@@ -330,10 +308,7 @@ class PostgresMemoryStore:
         task.add_done_callback(self._releasing.discard)
 
     def _scrub(self, text: str) -> str:
-        if self._password:
-            text = text.replace(self._password, "***")
-            text = text.replace(quote(self._password, safe=""), "***")
-        return text
+        return scrub_database_secrets(text, self._dsn)
 
     def _translate(self, exc: BaseException, what: str) -> StorageError:
         detail = self._scrub(f"{type(exc).__name__}: {exc}".rstrip(": "))
@@ -369,7 +344,7 @@ class PostgresMemoryStore:
         row = await self._call(
             "ensuring a profile",
             "fetchrow",
-            "SELECT * FROM public.memory_ensure_profile($1, $2)",
+            "SELECT * FROM caller_memory.memory_ensure_profile($1, $2)",
             _user_uuid(user_id),
             identity,
         )
@@ -381,7 +356,7 @@ class PostgresMemoryStore:
         row = await self._call(
             "reading a profile",
             "fetchrow",
-            "SELECT * FROM public.memory_get_profile($1)",
+            "SELECT * FROM caller_memory.memory_get_profile($1)",
             _user_uuid(user_id),
         )
         return _profile(row) if row is not None else None
@@ -390,7 +365,7 @@ class PostgresMemoryStore:
         flipped = await self._call(
             "completing the first login",
             "fetchval",
-            "SELECT public.memory_complete_first_login($1)",
+            "SELECT caller_memory.memory_complete_first_login($1)",
             _user_uuid(user_id),
         )
         return bool(flipped)
@@ -398,24 +373,40 @@ class PostgresMemoryStore:
     # -- memories ---------------------------------------------------------------------------
 
     async def upsert_memory(
-        self, user_id: str, category: str, key: str, value: str, identity: str | None = None
-    ) -> None:
-        await self._call(
+        self,
+        user_id: str,
+        category: str,
+        key: str,
+        value: str,
+        identity: str | None = None,
+        *,
+        kind: str = MemoryKind.FACT,
+        captured_at: float | None = None,
+        session_started_at: float | None = None,
+        max_utterances: int | None = None,
+    ) -> WriteOutcome:
+        captured_at, session_started_at = write_times(captured_at, session_started_at)
+        outcome = await self._call(
             "storing a memory",
-            "execute",
-            "SELECT public.memory_upsert($1, $2, $3, $4, $5)",
+            "fetchval",
+            "SELECT caller_memory.memory_upsert($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             _user_uuid(user_id),
             category,
             key,
             value,
             identity,
+            str(kind),
+            _timestamp(captured_at),
+            _timestamp(session_started_at),
+            max_utterances,
         )
+        return WriteOutcome(outcome)
 
     async def get_memory(self, user_id: str, category: str, key: str) -> str | None:
         value: str | None = await self._call(
             "reading a memory",
             "fetchval",
-            "SELECT public.memory_get($1, $2, $3)",
+            "SELECT caller_memory.memory_get($1, $2, $3)",
             _user_uuid(user_id),
             category,
             key,
@@ -426,7 +417,7 @@ class PostgresMemoryStore:
         rows = await self._call(
             "searching memories",
             "fetch",
-            "SELECT * FROM public.memory_search($1, $2, $3)",
+            "SELECT * FROM caller_memory.memory_search($1, $2, $3)",
             _user_uuid(user_id),
             query.replace("\x00", " "),  # Postgres text cannot hold NUL; it is no word anyway
             limit,
@@ -437,7 +428,7 @@ class PostgresMemoryStore:
         rows = await self._call(
             "listing memories",
             "fetch",
-            "SELECT * FROM public.memory_list($1)",
+            "SELECT * FROM caller_memory.memory_list($1)",
             _user_uuid(user_id),
         )
         return [_memory(r) for r in rows]
@@ -446,19 +437,21 @@ class PostgresMemoryStore:
         deleted = await self._call(
             "deleting a memory",
             "fetchval",
-            "SELECT public.memory_delete($1, $2, $3)",
+            "SELECT caller_memory.memory_delete($1, $2, $3)",
             _user_uuid(user_id),
             category,
             key,
         )
         return bool(deleted)
 
-    async def delete_user(self, user_id: str) -> int:
+    async def delete_user(self, user_id: str, *, erased_at: float | None = None) -> int:
+        erased_at = erasure_time(erased_at)
         deleted = await self._call(
             "deleting a user",
             "fetchval",
-            "SELECT public.memory_delete_user($1)",
+            "SELECT caller_memory.memory_delete_user($1, $2)",
             _user_uuid(user_id),
+            _timestamp(erased_at),
         )
         return int(deleted or 0)
 

@@ -15,17 +15,32 @@ CREATE TABLE IF NOT EXISTS memory_categories (
 );
 
 CREATE TABLE IF NOT EXISTS memories (
-    id         INTEGER PRIMARY KEY,
-    user_id    TEXT NOT NULL REFERENCES profiles(id) ON DELETE CASCADE,
-    category   TEXT NOT NULL REFERENCES memory_categories(category),
-    key        TEXT NOT NULL,
-    value      TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
+    id          INTEGER PRIMARY KEY,
+    user_id     TEXT NOT NULL REFERENCES profiles(id) ON DELETE CASCADE,
+    category    TEXT NOT NULL REFERENCES memory_categories(category),
+    key         TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    -- 'fact' (one value per key) or 'utterance' (the caller's own words, one per message)
+    kind        TEXT NOT NULL DEFAULT 'fact' CHECK (kind IN ('fact', 'utterance')),
+    -- when the caller said it, in seconds since the epoch: orders writes of one key
+    captured_at REAL NOT NULL DEFAULT 0,
     UNIQUE (user_id, category, key)
 );
 
+-- One row per erased caller: the time (seconds since the epoch) of their latest erasure. It
+-- outlives the profile, and refuses every write of something known before it.
+CREATE TABLE IF NOT EXISTS memory_erasures (
+    user_id   TEXT PRIMARY KEY,
+    erased_at REAL NOT NULL
+);
+
+-- @upgrade-columns: files from before `kind` and `captured_at` get them here (see the store).
+
 CREATE INDEX IF NOT EXISTS memories_user_recent ON memories (user_id, updated_at DESC);
+CREATE INDEX IF NOT EXISTS memories_user_utterances
+    ON memories (user_id, captured_at DESC, id DESC) WHERE kind = 'utterance';
 
 -- Full-text index, contentless. Its first column holds one token naming the user, so a search
 -- is `user_tok:"u<hex>" AND (words...)`: FTS5 itself restricts the match to one user and ranks

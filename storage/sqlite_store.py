@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from memory_types import CATEGORY_PRIORITY, Memory, Profile
+from memory_types import CATEGORY_PRIORITY, Memory, MemoryKind, Profile, WriteOutcome
+from storage.base import erasure_time, write_times
 from storage.errors import StorageError, StorageSchemaError, StorageUnavailableError
 
 logger = logging.getLogger("memory_worker.storage.sqlite")
@@ -30,6 +31,22 @@ logger = logging.getLogger("memory_worker.storage.sqlite")
 T = TypeVar("T")
 
 SCHEMA_FILE = Path(__file__).with_name("sqlite_schema.sql")
+_UPGRADE_MARK = "-- @upgrade-columns"
+# Columns added after the first release, with how to fill them in existing rows.
+_ADDED_COLUMNS = (
+    (
+        "kind",
+        "TEXT NOT NULL DEFAULT 'fact' CHECK (kind IN ('fact', 'utterance'))",
+        "UPDATE memories SET kind = 'utterance' WHERE key LIKE 'utterance\\_%' ESCAPE '\\'",
+    ),
+    (
+        "captured_at",
+        "REAL NOT NULL DEFAULT 0",
+        "UPDATE memories SET captured_at = (julianday(updated_at) - 2440587.5) * 86400.0",
+    ),
+)
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 BUSY_TIMEOUT_MS = 5000
 MAX_QUERY_TERMS = 32
 _TERM_RE = re.compile(r"[^\W_]+", re.UNICODE)  # "_" separates words, as in Postgres
@@ -91,6 +108,7 @@ def _memory(row: sqlite3.Row, score: float = 0.0) -> Memory:
         created_at=_ts(row["created_at"]),
         updated_at=_ts(row["updated_at"]),
         score=score,
+        kind=row["kind"],
     )
 
 
@@ -144,7 +162,7 @@ class SQLiteMemoryStore:
         if self._closed:
             raise StorageUnavailableError("the SQLite memory store is closed")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private_file(self.path)
             conn = sqlite3.connect(
                 self.path,
                 timeout=BUSY_TIMEOUT_MS / 1000,
@@ -176,12 +194,16 @@ class SQLiteMemoryStore:
             if self._schema_ready:
                 return
             try:
-                # One write transaction: several processes opening a new file at once would
+                # Write transactions: several processes opening a new file at once would
                 # otherwise all pass `IF NOT EXISTS` and collide creating the FTS5 table's
-                # shadow tables ("vtable constructor failed"); the lock serialises them.
-                conn.executescript(
-                    "BEGIN IMMEDIATE;\n" + SCHEMA_FILE.read_text(encoding="utf-8") + "\nCOMMIT;"
-                )
+                # shadow tables ("vtable constructor failed"); the lock serialises them. Two
+                # of them (executescript commits whatever is open before it runs): the tables
+                # and their new columns, then indexes, triggers and the FTS5 table.
+                tables, rest = SCHEMA_FILE.read_text(encoding="utf-8").split(_UPGRADE_MARK, 1)
+                conn.executescript("BEGIN IMMEDIATE;\n" + tables)
+                _add_missing_columns(conn)
+                conn.execute("COMMIT")
+                conn.executescript("BEGIN IMMEDIATE;\n" + rest.split("\n", 1)[1] + "\nCOMMIT;")
                 conn.executemany(
                     "INSERT INTO memory_categories(category, priority) VALUES (?, ?) "
                     "ON CONFLICT(category) DO UPDATE SET priority = excluded.priority",
@@ -289,26 +311,63 @@ class SQLiteMemoryStore:
     # -- memories ---------------------------------------------------------------------------
 
     async def upsert_memory(
-        self, user_id: str, category: str, key: str, value: str, identity: str | None = None
-    ) -> None:
-        def op(conn: sqlite3.Connection) -> None:
+        self,
+        user_id: str,
+        category: str,
+        key: str,
+        value: str,
+        identity: str | None = None,
+        *,
+        kind: str = MemoryKind.FACT,
+        captured_at: float | None = None,
+        session_started_at: float | None = None,
+        max_utterances: int | None = None,
+    ) -> WriteOutcome:
+        captured_at, session_started_at = write_times(captured_at, session_started_at)
+
+        # The write rule of `MemoryStore.upsert_memory`, decided inside one write transaction
+        # (BEGIN IMMEDIATE holds the file's write lock, so an erasure cannot slip in between).
+        def op(conn: sqlite3.Connection) -> WriteOutcome:
             now = _now()
             conn.execute("BEGIN IMMEDIATE")
+            erased = conn.execute(
+                "SELECT 1 FROM memory_erasures WHERE user_id = ? AND erased_at >= ?",
+                (user_id, session_started_at),
+            ).fetchone()
+            if erased is not None:
+                conn.execute("ROLLBACK")
+                return WriteOutcome.ERASED
+            existing = conn.execute(
+                "SELECT captured_at FROM memories WHERE user_id = ? AND category = ? AND key = ?",
+                (user_id, category, key),
+            ).fetchone()
+            if existing is not None and existing["captured_at"] > captured_at:
+                conn.execute("ROLLBACK")
+                return WriteOutcome.STALE
             conn.execute(
                 "INSERT INTO profiles(id, original_identity, is_first_login, created_at, "
                 "updated_at) VALUES (?, ?, 1, ?, ?) ON CONFLICT(id) DO NOTHING",
                 (user_id, identity, now, now),
             )
             conn.execute(
-                "INSERT INTO memories(user_id, category, key, value, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) "
+                "INSERT INTO memories(user_id, category, key, value, kind, captured_at, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(user_id, category, key) DO UPDATE SET "
-                "value = excluded.value, updated_at = excluded.updated_at",
-                (user_id, category, key, value, now, now),
+                "value = excluded.value, kind = excluded.kind, "
+                "captured_at = excluded.captured_at, updated_at = excluded.updated_at",
+                (user_id, category, key, value, str(kind), captured_at, now, now),
             )
+            if existing is None and kind == MemoryKind.UTTERANCE and max_utterances is not None:
+                conn.execute(
+                    "DELETE FROM memories WHERE id IN (SELECT id FROM memories "
+                    "WHERE user_id = ? AND kind = 'utterance' "
+                    "ORDER BY captured_at DESC, id DESC LIMIT -1 OFFSET ?)",
+                    (user_id, max(max_utterances, 0)),
+                )
             conn.execute("COMMIT")
+            return WriteOutcome.STORED
 
-        await self._run(op)
+        return await self._run(op)
 
     async def get_memory(self, user_id: str, category: str, key: str) -> str | None:
         def op(conn: sqlite3.Connection) -> str | None:
@@ -328,7 +387,7 @@ class SQLiteMemoryStore:
                 rows = conn.execute(
                     "SELECT m.* FROM memories m JOIN memory_categories c USING (category) "
                     "WHERE m.user_id = ? "
-                    "ORDER BY m.key LIKE 'utterance\\_%' ESCAPE '\\', c.priority, "
+                    "ORDER BY m.kind = 'utterance', c.priority, "
                     "m.updated_at DESC LIMIT ?",
                     (user_id, limit),
                 ).fetchall()
@@ -370,9 +429,17 @@ class SQLiteMemoryStore:
 
         return await self._run(op)
 
-    async def delete_user(self, user_id: str) -> int:
+    async def delete_user(self, user_id: str, *, erased_at: float | None = None) -> int:
+        erased_at = erasure_time(erased_at)
+
         def op(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO memory_erasures(user_id, erased_at) VALUES (?, ?) "
+                "ON CONFLICT(user_id) DO UPDATE SET "
+                "erased_at = max(erased_at, excluded.erased_at)",
+                (user_id, erased_at),
+            )
             cur = conn.execute("DELETE FROM memories WHERE user_id = ?", (user_id,))
             deleted = cur.rowcount
             conn.execute("DELETE FROM profiles WHERE id = ?", (user_id,))
@@ -394,6 +461,32 @@ class SQLiteMemoryStore:
                 except sqlite3.Error:
                     pass
             self._connections.clear()
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file (and its directory) readable by this user only.
+
+    Memories are personal data: the file is made 0600 (SQLite creates its -wal and -shm
+    files with the database file's mode) and a directory this creates 0700. A file or
+    directory that already exists keeps the mode its owner gave it.
+    """
+    missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+    for directory in reversed(missing):  # `mkdir(parents=True)` ignores the mode for parents
+        directory.mkdir(mode=DIR_MODE, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a memories table from an earlier release up to the current columns."""
+    present = {row["name"] for row in conn.execute("PRAGMA table_info(memories)")}
+    for name, definition, backfill in _ADDED_COLUMNS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE memories ADD COLUMN {name} {definition}")
+            conn.execute(backfill)
 
 
 def _translate(exc: sqlite3.Error, path: Path) -> StorageError:

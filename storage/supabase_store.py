@@ -35,7 +35,7 @@ import threading
 import uuid
 import weakref
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -44,7 +44,8 @@ from postgrest.exceptions import APIError
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 from supabase._async.client import SupabaseException
 
-from memory_types import Memory, Profile
+from memory_types import Memory, MemoryKind, Profile, WriteOutcome
+from storage.base import erasure_time, write_times
 from storage.errors import (
     StorageConfigError,
     StorageError,
@@ -65,6 +66,11 @@ BACKOFF_BASE_S = 0.05
 BACKOFF_MAX_S = 0.5
 REDACTED = "[redacted]"
 
+SCHEMA = "caller_memory"
+EXPOSE_SCHEMA_HINT = (
+    f"add `{SCHEMA}` to the project's exposed schemas (Dashboard: Project Settings > Data API "
+    "> Exposed schemas); the migrations keep the memory functions there, out of `public`"
+)
 DB_PUSH_HINT = (
     "apply the project's migrations to the Supabase database: run `supabase db push` "
     "(or paste supabase/migrations/*.sql into the SQL editor)"
@@ -177,7 +183,7 @@ class SupabaseMemoryStore:
         key_variable: str = SERVICE_KEY_ENV,
         timeout: float = DEFAULT_TIMEOUT_S,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        schema: str = "public",
+        schema: str = SCHEMA,
         transport: httpx.AsyncBaseTransport | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
@@ -431,6 +437,17 @@ class SupabaseMemoryStore:
             )
         if status in (401, 403) or code == "42501" or code.startswith("PGRST3"):
             return _Failure(False, self._permission_error(fn, code, detail), exc, summary)
+        if code == "PGRST106":  # the schema is not one of the exposed schemas
+            return _Failure(
+                transient=False,
+                error=StorageSchemaError(
+                    f"Supabase does not expose the `{self.schema}` schema to its API, so "
+                    f"{fn} cannot be called ({detail}); {EXPOSE_SCHEMA_HINT}, and apply the "
+                    f"migrations ({DB_PUSH_HINT})"
+                ),
+                cause=exc,
+                summary=summary,
+            )
         if code in _SCHEMA_CODES or status == 404:
             return _Failure(
                 transient=False,
@@ -490,16 +507,35 @@ class SupabaseMemoryStore:
     # -- memories ---------------------------------------------------------------------------
 
     async def upsert_memory(
-        self, user_id: str, category: str, key: str, value: str, identity: str | None = None
-    ) -> None:
+        self,
+        user_id: str,
+        category: str,
+        key: str,
+        value: str,
+        identity: str | None = None,
+        *,
+        kind: str = MemoryKind.FACT,
+        captured_at: float | None = None,
+        session_started_at: float | None = None,
+        max_utterances: int | None = None,
+    ) -> WriteOutcome:
+        captured_at, session_started_at = write_times(captured_at, session_started_at)
         params = {
             "p_user_id": _user_id(user_id),
             "p_category": category,
             "p_key": key,
             "p_value": value,
             "p_identity": identity,
+            "p_kind": str(kind),
+            "p_captured_at": _iso(captured_at),
+            "p_session_started_at": _iso(session_started_at),
+            "p_max_utterances": max_utterances,
         }
-        await self._rpc("memory_upsert", params)
+        outcome = _scalar("memory_upsert", await self._rpc("memory_upsert", params), str)
+        try:
+            return WriteOutcome(outcome)
+        except ValueError:
+            raise _shape_error("memory_upsert", f"the outcome {outcome!r}") from None
 
     async def get_memory(self, user_id: str, category: str, key: str) -> str | None:
         params = {"p_user_id": _user_id(user_id), "p_category": category, "p_key": key}
@@ -520,8 +556,9 @@ class SupabaseMemoryStore:
         params = {"p_user_id": _user_id(user_id), "p_category": category, "p_key": key}
         return _scalar("memory_delete", await self._rpc("memory_delete", params), bool)
 
-    async def delete_user(self, user_id: str) -> int:
-        params = {"p_user_id": _user_id(user_id)}
+    async def delete_user(self, user_id: str, *, erased_at: float | None = None) -> int:
+        erased_at = erasure_time(erased_at)
+        params = {"p_user_id": _user_id(user_id), "p_erased_at": _iso(erased_at)}
         return _scalar("memory_delete_user", await self._rpc("memory_delete_user", params), int)
 
     async def aclose(self) -> None:
@@ -579,6 +616,11 @@ def _scalar(fn: str, data: Any, kind: type) -> Any:
     return data
 
 
+def _iso(seconds: float) -> str:
+    """A time as PostgREST passes it to a timestamptz argument (microseconds, UTC)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")
+
+
 def _ts(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
@@ -605,6 +647,7 @@ def _memory(row: dict[str, Any], fn: str) -> Memory:
             created_at=_ts(row.get("created_at")),
             updated_at=_ts(row.get("updated_at")),
             score=float(row.get("score") or 0.0),
+            kind=row.get("kind") or MemoryKind.FACT,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise _shape_error(fn, f"a malformed row ({exc!r})") from None

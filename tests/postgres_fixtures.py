@@ -380,7 +380,10 @@ async def truncate_all(dsn: str) -> None:
     """Empty profiles and memories (the category table keeps its seeded rows)."""
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        await conn.execute("TRUNCATE public.memories, public.profiles RESTART IDENTITY CASCADE")
+        await conn.execute(
+            "TRUNCATE caller_memory.memories, caller_memory.erasures, public.profiles "
+            "RESTART IDENTITY CASCADE"
+        )
     finally:
         await conn.close()
 

@@ -222,7 +222,7 @@ class FakePostgrestTransport(httpx.AsyncBaseTransport):
         dsn: str,
         *,
         jwt_secret: str = TEST_JWT_SECRET,
-        db_schemas: tuple[str, ...] = ("public",),
+        db_schemas: tuple[str, ...] = ("public", "graphql_public"),
         anon_role: str = "anon",
         connect_timeout: float = 5.0,
         pool_size: int = 10,

@@ -16,6 +16,9 @@ import pytest
 from storage.supabase_store import SupabaseMemoryStore
 from tests.postgrest_transport import FAKE_SUPABASE_URL, FakePostgrestTransport, mint_jwt
 
+# What a project set up as README says exposes: Supabase's defaults plus the memory schema.
+EXPOSED_SCHEMAS = ("public", "graphql_public", "caller_memory")
+
 
 @pytest.fixture
 def authenticator_dsn(service_role_dsn: str) -> str:
@@ -35,7 +38,7 @@ def anon_key() -> str:
 
 @pytest.fixture
 def postgrest_transport(authenticator_dsn: str) -> FakePostgrestTransport:
-    return FakePostgrestTransport(authenticator_dsn)
+    return FakePostgrestTransport(authenticator_dsn, db_schemas=EXPOSED_SCHEMAS)
 
 
 @pytest.fixture
@@ -63,7 +66,7 @@ async def wide_supabase_store(
     from tests.postgres_fixtures import truncate_all
 
     await truncate_all(pg_dsn)
-    transport = FakePostgrestTransport(authenticator_dsn, pool_size=50)
+    transport = FakePostgrestTransport(authenticator_dsn, db_schemas=EXPOSED_SCHEMAS, pool_size=50)
     store = SupabaseMemoryStore(
         FAKE_SUPABASE_URL, service_role_key, transport=transport, timeout=10.0
     )

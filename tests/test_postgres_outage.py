@@ -19,8 +19,9 @@ import asyncpg
 import pytest
 
 import storage
+from database_url import redact_database_url
 from storage.errors import StorageConfigError, StorageSchemaError, StorageUnavailableError
-from storage.postgres_store import PostgresMemoryStore, redact_dsn
+from storage.postgres_store import PostgresMemoryStore
 from tests import postgres_fixtures
 from tests.postgres_fixtures import PostgresCluster
 
@@ -174,7 +175,7 @@ async def test_query_stuck_behind_a_lock_times_out_and_leaves_no_late_write(
     try:
         tx = blocker.transaction()
         await tx.start()
-        await blocker.execute("LOCK TABLE public.memories IN ACCESS EXCLUSIVE MODE")
+        await blocker.execute("LOCK TABLE caller_memory.memories IN ACCESS EXCLUSIVE MODE")
         await assert_fails_fast(
             lambda: store.upsert_memory(ALICE, "FACT", "job", "surgeon"),
             StorageUnavailableError,
@@ -258,7 +259,7 @@ async def test_closed_store_refuses_work() -> None:
     ],
 )
 def test_redact_dsn(dsn: str, redacted: str) -> None:
-    assert redact_dsn(dsn) == redacted
+    assert redact_database_url(dsn) == redacted
 
 
 def test_from_env_reads_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -578,7 +578,9 @@ async def test_soak_on_postgres_main_loop_and_job_threads(
         profiles = [str(r["id"]) for r in await conn.fetch("SELECT id FROM public.profiles")]
         memories = [
             (str(r["user_id"]), r["category"], r["key"], r["value"])
-            for r in await conn.fetch("SELECT user_id, category, key, value FROM public.memories")
+            for r in await conn.fetch(
+                "SELECT user_id, category, key, value FROM caller_memory.memories"
+            )
         ]
     finally:
         await conn.close()

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import pytest
 
-from memory_types import CATEGORY_PRIORITY, Memory
+from memory_types import CATEGORY_PRIORITY, Memory, WriteOutcome
 from storage.base import MemoryStore
 from storage.sync_bridge import run_sync
 
@@ -399,7 +399,7 @@ async def test_search_treats_operator_characters_as_text(store: MemoryStore, que
 async def test_empty_query_returns_most_important_then_recent(store: MemoryStore) -> None:
     await store.upsert_memory(ALICE, "LORE", "dragon", "the dragon sleeps")
     await tick()
-    await store.upsert_memory(ALICE, "FACT", "utterance_1", "I said something")
+    await store.upsert_memory(ALICE, "FACT", "utterance_1", "I said something", kind="utterance")
     await tick()
     await store.upsert_memory(ALICE, "INTEREST", "hobby", "painting")
     await tick()
@@ -461,6 +461,125 @@ async def test_concurrent_upserts_of_one_key_leave_one_row(concurrent_store: Mem
     assert len(listed) == 1 and listed[0].value.startswith("color-")
     profile = await concurrent_store.get_profile(BOB)
     assert profile is not None
+
+
+# -- the write rule: erasures stick, the last capture wins -------------------------------------
+
+T0 = 1_800_000_000.0  # a fixed point in time (2027), in seconds since the epoch
+
+
+async def test_an_erasure_refuses_every_write_from_before_it(store: MemoryStore) -> None:
+    """What was known before a caller's erasure never comes back: a write whose session began
+    at or before the erasure is refused, whenever it arrives (a spool replay, a session still
+    running); a session that began after it writes normally."""
+    await store.upsert_memory(ALICE, "FACT", "job", "nurse", captured_at=T0)
+    await store.upsert_memory(BOB, "FACT", "job", "pilot", captured_at=T0)
+    assert await store.delete_user(ALICE, erased_at=T0 + 10) == 1
+
+    for captured, started in [(T0 + 5, T0), (T0 + 20, T0 + 1), (T0 + 20, T0 + 10)]:
+        outcome = await store.upsert_memory(
+            ALICE,
+            "FACT",
+            "job",
+            "nurse again",
+            "alice@example.com",
+            captured_at=captured,
+            session_started_at=started,
+        )
+        assert outcome is WriteOutcome.ERASED, (captured, started)
+    assert await store.list_memories(ALICE) == []
+    assert await store.get_profile(ALICE) is None  # a refused write recreates nothing
+
+    later = await store.upsert_memory(
+        ALICE, "FACT", "job", "teacher", captured_at=T0 + 30, session_started_at=T0 + 11
+    )
+    assert later is WriteOutcome.STORED
+    assert await store.get_memory(ALICE, "FACT", "job") == "teacher"
+    assert await store.get_memory(BOB, "FACT", "job") == "pilot"  # others untouched
+
+
+async def test_an_earlier_erasure_never_moves_the_erasure_back(store: MemoryStore) -> None:
+    await store.delete_user(ALICE, erased_at=T0 + 10)
+    await store.delete_user(ALICE, erased_at=T0 + 5)  # e.g. an operator's delayed request
+    outcome = await store.upsert_memory(
+        ALICE, "FACT", "job", "nurse", captured_at=T0 + 8, session_started_at=T0 + 8
+    )
+    assert outcome is WriteOutcome.ERASED
+
+
+async def test_the_last_capture_wins_whatever_the_order_of_the_writes(
+    store: MemoryStore,
+) -> None:
+    """ "blue" captured before "red" but written after it (replayed from a spool) is refused."""
+    red = await store.upsert_memory(ALICE, "PREFERENCE", "favorite_color", "red", captured_at=T0)
+    blue = await store.upsert_memory(
+        ALICE, "PREFERENCE", "favorite_color", "blue", captured_at=T0 - 60
+    )
+    assert (red, blue) == (WriteOutcome.STORED, WriteOutcome.STALE)
+    assert await store.get_memory(ALICE, "PREFERENCE", "favorite_color") == "red"
+    green = await store.upsert_memory(
+        ALICE, "PREFERENCE", "favorite_color", "green", captured_at=T0 + 1
+    )
+    assert green is WriteOutcome.STORED
+    assert await store.get_memory(ALICE, "PREFERENCE", "favorite_color") == "green"
+    assert len(await store.list_memories(ALICE)) == 1
+
+
+async def test_the_utterance_cap_drops_the_oldest_and_keeps_every_fact(
+    store: MemoryStore,
+) -> None:
+    for n in range(6):
+        await store.upsert_memory(ALICE, "FACT", f"fact_{n}", f"fact {n}", captured_at=T0 + n)
+    # Written out of order: the oldest by capture time go, not the first written.
+    for n in [3, 0, 5, 1, 4, 2, 6]:
+        await store.upsert_memory(
+            ALICE,
+            "EXPERIENCE",
+            f"utterance_{n}",
+            f"I said {n}",
+            kind="utterance",
+            captured_at=T0 + n,
+            max_utterances=4,
+        )
+    await store.upsert_memory(BOB, "EXPERIENCE", "utterance_b", "bob", kind="utterance")
+    listed = await store.list_memories(ALICE)
+    assert sorted(m.key for m in listed if m.is_utterance) == [
+        "utterance_3",
+        "utterance_4",
+        "utterance_5",
+        "utterance_6",
+    ]
+    assert sorted(m.key for m in listed if not m.is_utterance) == [f"fact_{n}" for n in range(6)]
+    assert len(await store.list_memories(BOB)) == 1
+
+
+async def test_writes_racing_an_erasure_never_land_after_it(
+    concurrent_store: MemoryStore,
+) -> None:
+    """Fifty writes of a session that began before the erasure, run at the same moment as
+    the erasure: each either landed before it (and was deleted by it) or was refused."""
+    started = T0
+    await concurrent_store.upsert_memory(ALICE, "FACT", "seed", "x", captured_at=started)
+
+    async def write(n: int) -> WriteOutcome:
+        return await concurrent_store.upsert_memory(
+            ALICE,
+            "EXPERIENCE",
+            f"utterance_{n}",
+            f"said {n}",
+            kind="utterance",
+            captured_at=started + 1 + n / 1000,
+            session_started_at=started,
+        )
+
+    erase = concurrent_store.delete_user(ALICE, erased_at=started + 5)
+    results = await asyncio.gather(
+        *(write(n) for n in range(25)), erase, *(write(n) for n in range(25, 50))
+    )
+    outcomes = [r for r in results if isinstance(r, WriteOutcome)]
+    assert len(outcomes) == 50
+    assert await concurrent_store.list_memories(ALICE) == []
+    assert await concurrent_store.get_profile(ALICE) is None
 
 
 @pytest.mark.postgres

@@ -60,7 +60,7 @@ async def db(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
 
 async def memory_rows(db: asyncpg.Connection) -> list[tuple[str, str, str, str]]:
     rows = await db.fetch(
-        "select user_id::text, category, key, value from public.memories "
+        "select user_id::text, category, key, value from caller_memory.memories "
         "order by user_id, category, key"
     )
     return [tuple(r) for r in rows]
@@ -135,11 +135,11 @@ async def test_upsert_twice_leaves_one_row_with_the_new_value(
     supabase_store: SupabaseMemoryStore, db: asyncpg.Connection
 ) -> None:
     await supabase_store.upsert_memory(ALICE, "FACT", "favorite_color", "blue")
-    first = await db.fetchrow("select id, created_at, updated_at from public.memories")
+    first = await db.fetchrow("select id, created_at, updated_at from caller_memory.memories")
     await supabase_store.upsert_memory(ALICE, "FACT", "favorite_color", "red")
 
     assert await memory_rows(db) == [(ALICE, "FACT", "favorite_color", "red")]
-    second = await db.fetchrow("select id, created_at, updated_at from public.memories")
+    second = await db.fetchrow("select id, created_at, updated_at from caller_memory.memories")
     assert second["id"] == first["id"] and second["created_at"] == first["created_at"]
     assert second["updated_at"] > first["updated_at"]
     assert await supabase_store.get_memory(ALICE, "FACT", "favorite_color") == "red"
@@ -508,6 +508,7 @@ async def test_the_fake_maps_a_signed_in_users_refusal_to_403_like_postgrest(
 
     async with httpx.AsyncClient(transport=postgrest_transport) as http:
         options = AsyncClientOptions(
+            schema="caller_memory",
             httpx_client=http,
             headers={"Authorization": f"Bearer {mint_jwt('authenticated', sub=ALICE)}"},
             postgrest_client_retry=False,
@@ -516,7 +517,8 @@ async def test_the_fake_maps_a_signed_in_users_refusal_to_403_like_postgrest(
         with pytest.raises(APIError) as caught:
             await client.rpc("memory_list", {"p_user_id": ALICE}).execute()
     assert caught.value.code == "42501"
-    assert "permission denied for function memory_list" in (caught.value.message or "")
+    # The API roles may not even use the schema the memory functions live in.
+    assert "permission denied for schema caller_memory" in (caught.value.message or "")
     assert [(c.role, c.status) for c in postgrest_transport.calls] == [("authenticated", 403)]
 
 

@@ -42,9 +42,11 @@ class OutageLog:
                 self._write_failures += 1
             first = self._failures == 1
         if first:
+            # No promise here about what callers say meanwhile: that is the spool's to keep,
+            # and the capture writer logs an error of its own for anything it cannot keep.
             logger.error(
-                "memory store unavailable (%s: %s); replies continue without memory, captured "
-                "memories are kept and written when it is back",
+                "memory store unavailable (%s: %s); replies continue without memory, and "
+                "captured memories go to the local spool, to be replayed when it is back",
                 what,
                 exc,
             )

@@ -29,7 +29,7 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGive
 from livekit.agents.utils import AudioBuffer
 from livekit.agents.voice import io
 
-from memory_types import Memory, Profile
+from memory_types import Memory, Profile, WriteOutcome
 from storage.base import MemoryStore
 from storage.errors import StorageUnavailableError
 
@@ -242,10 +242,16 @@ class FakeStoreOutage:
         return await self.inner.complete_first_login(user_id)
 
     async def upsert_memory(
-        self, user_id: str, category: str, key: str, value: str, identity: str | None = None
-    ) -> None:
+        self,
+        user_id: str,
+        category: str,
+        key: str,
+        value: str,
+        identity: str | None = None,
+        **when: Any,
+    ) -> WriteOutcome:
         self._check("upsert_memory")
-        await self.inner.upsert_memory(user_id, category, key, value, identity)
+        return await self.inner.upsert_memory(user_id, category, key, value, identity, **when)
 
     async def get_memory(self, user_id: str, category: str, key: str) -> str | None:
         self._check("get_memory")
@@ -263,9 +269,9 @@ class FakeStoreOutage:
         self._check("delete_memory")
         return await self.inner.delete_memory(user_id, category, key)
 
-    async def delete_user(self, user_id: str) -> int:
+    async def delete_user(self, user_id: str, *, erased_at: float | None = None) -> int:
         self._check("delete_user")
-        return await self.inner.delete_user(user_id)
+        return await self.inner.delete_user(user_id, erased_at=erased_at)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -305,3 +311,42 @@ def sqlite_rows(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], lis
     finally:
         conn.close()
     return profiles, memories
+
+
+class FakeWriteGate:
+    """A `MemoryStore` wrapper around a real store that controls its memory writes (every
+    other call goes straight through):
+
+    - while `down` is true, `upsert_memory` raises `StorageUnavailableError` (an outage);
+    - with `hold_after=N`, the writes after the first N wait until `release()` is called:
+      `held` is set once a write is waiting, so a test can act while a writer (a spool replay)
+      is provably halfway through its work.
+
+    `writes` counts the writes that reached the real store.
+    """
+
+    def __init__(self, inner: MemoryStore, *, hold_after: int | None = None) -> None:
+        self.inner = inner
+        self.name = f"gate({inner.name})"
+        self.down = False
+        self.hold_after = hold_after
+        self.held = asyncio.Event()
+        self._released = asyncio.Event()
+        self.writes = 0
+        self.refused = 0
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def upsert_memory(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down:
+            self.refused += 1
+            raise StorageUnavailableError("fake outage: upsert_memory refused")
+        if self.hold_after is not None and self.writes >= self.hold_after:
+            self.held.set()
+            await self._released.wait()
+        self.writes += 1
+        return await self.inner.upsert_memory(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

@@ -41,7 +41,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,13 @@ import store_check
 from identity import livekit_identity_to_uuid
 from memory_capture import extract_memories
 from memory_manager import MemoryManager
-from memory_spool import MemorySpool, default_spool, new_record, spool_dir_from_env
+from memory_spool import (
+    MemorySpool,
+    default_spool,
+    new_record,
+    read_spool_records,
+    spool_dir_from_env,
+)
 from storage import postgres_store, sqlite_store
 from storage.errors import StorageSchemaError, StorageUnavailableError
 from storage.postgres_store import PostgresMemoryStore
@@ -190,21 +196,16 @@ def spooled_records() -> list[dict[str, Any]]:
     records = []
     for path in sorted(directory.glob("*.jsonl")):
         try:
-            text = path.read_text(encoding="utf-8")
+            records += [asdict(r) for r in read_spool_records(path)]
         except FileNotFoundError:  # replayed and removed meanwhile
             continue
-        for line in text.splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:  # caught halfway through a rewrite; the caller reads again
-                continue
     return records
 
 
 async def postgres_rows(dsn: str) -> list[Row]:
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        rows = await conn.fetch("SELECT user_id, category, key, value FROM public.memories")
+        rows = await conn.fetch("SELECT user_id, category, key, value FROM caller_memory.memories")
     finally:
         await conn.close()
     return [(str(r["user_id"]), r["category"], r["key"], r["value"]) for r in rows]
@@ -748,12 +749,13 @@ async def test_a_start_that_times_out_says_so_in_words(
     assert warning.endswith("did not answer in time (it is overloaded or unreachable)")
 
 
-def run_store_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_store_check(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`store_check.py` run from `cwd` (never the project: a developer's .env must not count)."""
     clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "SUPABASE_URL"}}
     return subprocess.run(
         [sys.executable, str(PROJECT_DIR / "store_check.py")],
         env={**clean, **env, "PYTHONPATH": str(PROJECT_DIR)},
-        cwd=PROJECT_DIR,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
@@ -764,7 +766,7 @@ def run_store_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_store_check_command_says_what_is_wrong_without_a_stack_trace(
     pg_cluster: PostgresCluster, fresh_database: str, tmp_path: Path
 ) -> None:
-    missing = run_store_check({"DATABASE_URL": pg_cluster.dsn(fresh_database)})
+    missing = run_store_check({"DATABASE_URL": pg_cluster.dsn(fresh_database)}, tmp_path)
     assert missing.returncode == 1
     assert "Traceback" not in missing.stderr
     assert "apply the migrations" in missing.stderr
@@ -773,12 +775,13 @@ def test_store_check_command_says_what_is_wrong_without_a_stack_trace(
         {
             "DATABASE_URL": f"postgresql://u:pw@127.0.0.1:{closed_port()}/db",
             "DATABASE_TIMEOUT_SECONDS": "1",
-        }
+        },
+        tmp_path,
     )
     assert down.returncode == 1
     assert "Traceback" not in down.stderr
     assert "check DATABASE_URL" in down.stderr and ":pw@" not in down.stderr
 
-    ok = run_store_check({"MEMORY_SQLITE_PATH": str(tmp_path / "ok.sqlite3")})
+    ok = run_store_check({"MEMORY_SQLITE_PATH": str(tmp_path / "ok.sqlite3")}, tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "memory store OK" in ok.stdout

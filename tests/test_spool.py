@@ -1,6 +1,6 @@
 """Write-behind: nothing a caller said is lost when the store fails, nor when the process dies.
 
-Captured memories the store refuses go to the durable spool (JSON lines under
+Captured memories the store refuses go to the durable spool (checksummed JSON lines under
 `MEMORY_SPOOL_DIR`, fsynced, one flock'd file per process). The background replayer writes
 them once the store is back, each as its own caller, exactly once; a process that was killed
 leaves its file behind, and the next process replays it. Outcomes are read back from the
@@ -18,13 +18,20 @@ import sys
 import textwrap
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import storage
 from identity import livekit_identity_to_uuid
 from memory_capture import extract_memories
-from memory_spool import MemorySpool, default_spool, new_record, spool_dir_from_env
+from memory_spool import (
+    MemorySpool,
+    default_spool,
+    new_record,
+    read_spool_records,
+    spool_dir_from_env,
+)
 from session_context import get_session_user_uuid, session_user, set_session_user
 from session_memory import SessionMemory
 from storage.sqlite_store import SQLiteMemoryStore
@@ -93,13 +100,8 @@ def spool_files() -> list[Path]:
     return sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
 
 
-def spooled_records() -> list[dict[str, str]]:
-    return [
-        json.loads(line)
-        for path in spool_files()
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+def spooled_records() -> list[dict[str, Any]]:
+    return [asdict(r) for path in spool_files() for r in read_spool_records(path)]
 
 
 # -- (a) the store fails for a while ---------------------------------------------------------
@@ -169,8 +171,9 @@ async def test_every_memory_captured_during_an_outage_arrives_once_when_the_stor
 async def test_a_newer_value_is_not_overwritten_by_an_older_spooled_one(
     installed_sqlite_store: SQLiteMemoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A replay that failed keeps its records in a claimed file; until they are written,
-    new writes queue behind them, so the caller's latest word wins."""
+    """A replay that failed keeps its records in a claimed file; new writes go straight to
+    the store meanwhile, and when the older record is replayed after them the store keeps
+    the later capture, so the caller's latest word wins."""
     monkeypatch.setattr(store_outage, "_failures", 0)
     outage = FakeStoreOutage(installed_sqlite_store, failing=frozenset({"upsert_memory"}))
     storage.set_store(outage)  # type: ignore[arg-type]
@@ -207,7 +210,7 @@ WORKER = textwrap.dedent(
 
     import storage
     from memory_spool import default_spool, new_record
-    from profiles import ensure_profile_exists
+    from profiles import aensure_profile_exists
     from session_context import session_user
     from session_memory import SessionMemory
     from storage.errors import StorageUnavailableError
@@ -230,7 +233,7 @@ WORKER = textwrap.dedent(
 
     async def caller(identity, texts):
         with session_user(identity):
-            await ensure_profile_exists()
+            await aensure_profile_exists()
             memory = SessionMemory.for_current_session()
         for text in texts:
             memory.capture(text)
@@ -375,7 +378,7 @@ async def test_a_record_of_another_namespace_is_set_aside_and_holds_nothing_back
         livekit_identity_to_uuid(bob): {"utterances": [], "facts": ["FACT/job=nurse"]},
     }
     [kept] = directory.glob("*.mismatch")
-    assert [json.loads(x)["value"] for x in kept.read_text().splitlines()] == ["Oslo"]
+    assert [r.value for r in read_spool_records(kept)] == ["Oslo"]
     # and captures are written straight to the store again
     with session_user(alice):
         memory = SessionMemory.for_current_session(spool=spool)

@@ -22,7 +22,7 @@ from livekit.agents import AgentSession, llm, room_io
 from livekit.agents.voice.run_result import ChatMessageEvent, RunResult
 
 import storage
-from companion import FIRST_CALL_GREETING, RETURNING_GREETING
+from companion import FIRST_CALL_GREETING, GREET_BY_NAME, RETURNING_GREETING
 from identity import livekit_identity_to_uuid
 from memory_capture import extract_memories
 from memory_manager import memory_manager
@@ -406,7 +406,8 @@ async def test_first_call_greeting_differs_from_returning_callers(
     assert frank_call.profile.is_first_login is True
 
     again_system = await greeting_instructions(again_llm)
-    assert f"{RETURNING_GREETING} Greet them by name: Erin." in again_system
+    by_name = GREET_BY_NAME.format(name='"Erin"')
+    assert f"{RETURNING_GREETING} {by_name}" in again_system
     assert FIRST_CALL_GREETING not in again_system
     # and the returning greeting has what Erin said last time in its context
     assert "old maps of Porto" in "\n".join(chat_texts(again_llm.requests[0]))

@@ -16,7 +16,7 @@ import pytest
 from livekit.agents import AgentSession, llm
 
 import storage
-from companion import KNOWN_HEADING, RETURNING_GREETING
+from companion import GREET_BY_NAME, KNOWN_HEADING, RETURNING_GREETING
 from identity import livekit_identity_to_uuid
 from memory_manager import memory_manager
 from memory_recall import BLOCK_END, BLOCK_PREAMBLE, BLOCK_START
@@ -182,7 +182,8 @@ async def test_a_fact_from_one_call_reaches_the_next_call_of_that_caller_only(
         [known] = blocks(greeting, KNOWN)
         assert f'"{mine}"' in known and f'"{name}"' in known
         assert known.endswith(BLOCK_END)
-        assert f"{RETURNING_GREETING} Greet them by name: {name}." in chat_texts(greeting, "system")
+        by_name = GREET_BY_NAME.format(name=f'"{name}"')
+        assert f"{RETURNING_GREETING} {by_name}" in chat_texts(greeting, "system")
 
         # the spoken question: recall put the caller's own answer into that reply's context
         asked = request_for(fake_llm, QUESTION)

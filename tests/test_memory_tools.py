@@ -3,8 +3,8 @@
 The tools are called on a real `CompanionAgent` built the way `start_caller_session` builds it
 (session user set, then `SessionMemory.for_current_session()`), against the real SQLite store,
 and every call is made from a task with an EMPTY context, as tool calls reached from room
-callbacks can be: the tools must do their memory work in the session's own context. One test
-drives a tool through a real `AgentSession` with an LLM that emits the tool call.
+callbacks can be: the tools must do their memory work in the session's own context. Two
+tests drive the tools through a real `AgentSession` with an LLM that emits the tool calls.
 The outcome is always read back from the store file row by row.
 """
 
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import json
 import logging
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,13 +23,15 @@ from typing import Any, TypeVar
 import pytest
 from livekit.agents import ToolError, llm
 
+import companion
 import storage
 from companion import STORE_DOWN_MESSAGE, CompanionAgent
 from identity import livekit_identity_to_uuid
+from memory_capture import extract_memories
 from memory_manager import memory_manager
 from memory_recall import recall
-from memory_spool import default_spool, spool_dir_from_env
-from memory_types import Profile
+from memory_spool import default_spool, read_spool_records, spool_dir_from_env
+from memory_types import Profile, WriteOutcome
 from session_context import session_user, set_session_user
 from session_memory import SessionMemory
 from storage.sqlite_store import SQLiteMemoryStore
@@ -108,11 +112,18 @@ def spooled_user_ids() -> list[str]:
     if not directory.is_dir():
         return []
     return [
-        json.loads(line)["user_id"]
+        record.user_id
         for path in sorted(directory.glob("*.jsonl"))
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip()
+        for record in read_spool_records(path)
     ]
+
+
+_turns = itertools.count(1)
+
+
+def caller_confirms(agent: CompanionAgent, text: str = "yes") -> None:
+    """The caller's next message reaches the agent (as the session reports every one)."""
+    agent.caller_said(text, message_id=f"caller-turn-{next(_turns)}")
 
 
 BOB_FACTS = {
@@ -286,6 +297,7 @@ async def test_every_tool_says_the_store_is_down_in_words_the_agent_can_act_on(
             assert "offer to try again later" in str(raised.value)
         asked = await from_empty_context(alice.forget_everything_about_me(NO_RUN_CONTEXT, False))
         assert "Not deleted yet" in asked
+        caller_confirms(alice)
         with pytest.raises(ToolError, match="unavailable"):
             await from_empty_context(alice.forget_everything_about_me(NO_RUN_CONTEXT, True))
     assert {"upsert_memory", "search_memories", "delete_user"} <= set(outage.refused)
@@ -338,7 +350,8 @@ async def test_forget_everything_asks_first_then_removes_everything_of_this_call
     assert facts(rows_of(path, BOB)) == BOB_FACTS
     assert livekit_identity_to_uuid(ALICE) in spooled_user_ids()
 
-    # the caller confirmed out loud
+    # the caller confirmed out loud, in a later turn
+    caller_confirms(alice)
     done = await from_empty_context(alice.forget_everything_about_me(NO_RUN_CONTEXT, True))
     assert "Deleted" in done and "2 memories" in done
 
@@ -371,11 +384,19 @@ class FakeSlowWrites:
         self.writes_started = 0
 
     async def upsert_memory(
-        self, user_id: str, category: str, key: str, value: str, identity: str | None = None
-    ) -> None:
+        self,
+        user_id: str,
+        category: str,
+        key: str,
+        value: str,
+        identity: str | None = None,
+        **write_times: Any,
+    ) -> WriteOutcome:
         self.writes_started += 1
         await asyncio.sleep(self.delay)
-        await self.inner.upsert_memory(user_id, category, key, value, identity)
+        return await self.inner.upsert_memory(
+            user_id, category, key, value, identity, **write_times
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -391,6 +412,7 @@ async def test_a_write_in_flight_when_the_caller_asks_to_be_forgotten_is_not_lef
     await eventually(lambda: slow.writes_started > 0, "the background writer to be writing")
 
     await from_empty_context(alice.forget_everything_about_me(NO_RUN_CONTEXT, False))
+    caller_confirms(alice)
     await from_empty_context(alice.forget_everything_about_me(NO_RUN_CONTEXT, True))
     await asyncio.sleep(0.3)  # well past the slow write
     assert await alice.session_memory.flush()
@@ -450,3 +472,153 @@ async def test_a_tool_call_from_the_model_stores_under_the_sessions_caller(
     assert {m["user_id"] for m in sqlite_rows(installed_sqlite_store.path)[1]} == {
         livekit_identity_to_uuid(ALICE)
     }
+
+
+# -- forgetting one fact among many memories -------------------------------------------------
+
+
+class StoreCallRecorder:
+    """Not a fake: the real store, with the name of every operation asked of it recorded."""
+
+    def __init__(self, inner: SQLiteMemoryStore) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        operation = getattr(self.inner, name)
+        if not callable(operation):
+            return operation
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return operation(*args, **kwargs)
+
+        return recorded
+
+
+async def said_earlier(identity: str, texts: list[str]) -> None:
+    """What the caller said in earlier calls, stored as capture stores it (utterances and
+    the facts they state)."""
+    with session_user(identity):
+        for text in texts:
+            for memory in extract_memories(text):
+                await memory_manager.astore(
+                    memory.category, memory.key, memory.value, kind=memory.kind
+                )
+
+
+async def test_forgetting_one_fact_among_many_memories_forgets_what_states_it_by_search(
+    installed_sqlite_store: SQLiteMemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stating = [
+        "my favourite colour is green",  # an older value of the same fact
+        "My favorite color is teal, by the way",
+        "my favourite colour is teal",
+    ]
+    about_the_band = [f"my favourite band number {i} plays on fridays" for i in range(150)]
+    unrelated = [f"I walked along river {i} today and counted {i % 7} herons" for i in range(250)]
+    kept = ["I painted the boat teal last summer", *about_the_band, *unrelated]
+    await said_earlier(ALICE, [*stating[:1], *kept, *stating[1:]])
+    path = installed_sqlite_store.path
+    assert facts(rows_of(path, ALICE))[("PREFERENCE", "favorite_color")] == "teal"
+    before = rows_of(path, ALICE)
+    alice = await agent_for(ALICE)
+    recorder = StoreCallRecorder(installed_sqlite_store)
+    storage.set_store(recorder)  # type: ignore[arg-type]
+    extraction_threads: set[int] = set()
+
+    def extract_and_note_thread(text: str) -> list[Any]:
+        extraction_threads.add(threading.get_ident())
+        return extract_memories(text)
+
+    monkeypatch.setattr(companion, "extract_memories", extract_and_note_thread)
+
+    result = await from_empty_context(alice.forget_memory(NO_RUN_CONTEXT, "favorite_color"))
+
+    assert "favorite_color (teal)" in result
+    after = rows_of(path, ALICE)
+    assert ("PREFERENCE", "favorite_color") not in after
+    assert sorted(set(utterances(before)) - set(utterances(after))) == sorted(stating)
+    assert utterances(after) == sorted(kept)  # everything else stays
+    # found through the store's indexed search, never by listing everything
+    assert "list_memories" not in recorder.calls
+    assert "search_memories" in recorder.calls
+    # and the capture rules that tell what an utterance states ran off the event loop
+    assert extraction_threads and threading.get_ident() not in extraction_threads
+
+
+# -- "forget everything" needs the caller's confirmation in a later turn ---------------------
+
+
+FORGET_EVERYTHING = "Forget everything about me."
+CONFIRM = "Yes, I confirm: delete everything."
+
+
+class FakeEagerForgetLLM(FakeLLM):
+    """An LLM that, asked to forget everything, calls forget_everything_about_me with
+    confirmed=true TWICE in one reply (the second call "confirming" the first); told "yes",
+    it calls it once more with confirmed=true. After tool outputs it reads them back."""
+
+    model_name = "fake-eager-forget"
+
+    def respond(self, chat_ctx: llm.ChatContext) -> list[llm.ChoiceDelta]:
+        last = chat_ctx.items[-1] if chat_ctx.items else None
+        if isinstance(last, llm.FunctionCallOutput):
+            return [llm.ChoiceDelta(role="assistant", content=f"tool said: {last.output}")]
+        said = last.text_content if isinstance(last, llm.ChatMessage) else None
+        calls = {FORGET_EVERYTHING: ["call-1", "call-2"], CONFIRM: ["call-3"]}.get(said or "")
+        if not calls:
+            return [llm.ChoiceDelta(role="assistant", content="ok")]
+        arguments = json.dumps({"confirmed": True})
+        return [
+            llm.ChoiceDelta(
+                role="assistant",
+                tool_calls=[
+                    llm.FunctionToolCall(
+                        name="forget_everything_about_me", arguments=arguments, call_id=call_id
+                    )
+                    for call_id in calls
+                ],
+            )
+        ]
+
+
+def tool_outputs(result: Any) -> list[str]:
+    return [
+        e.item.output
+        for e in result.events
+        if isinstance(getattr(e, "item", None), llm.FunctionCallOutput)
+    ]
+
+
+async def test_one_reply_cannot_confirm_its_own_forget_everything(
+    installed_sqlite_store: SQLiteMemoryStore,
+) -> None:
+    await remember_earlier(
+        ALICE, {("PREFERENCE", "favorite_color"): "teal", ("PRESENTATION", "name"): "Marisol"}
+    )
+    path = installed_sqlite_store.path
+    session = text_session(FakeEagerForgetLLM())
+    call = await start_in_own_task(session, ALICE)
+    try:
+        asked = await session.run(user_input=FORGET_EVERYTHING)
+        outputs = tool_outputs(asked)
+        assert len(outputs) == 2
+        assert all("Not deleted yet" in output for output in outputs)
+        assert await call.memory.flush()
+        assert facts(rows_of(path, ALICE)) == {
+            ("PREFERENCE", "favorite_color"): "teal",
+            ("PRESENTATION", "name"): "Marisol",
+        }
+        assert livekit_identity_to_uuid(ALICE) in {p["id"] for p in sqlite_rows(path)[0]}
+
+        # the caller confirms in their next turn
+        confirmed = await session.run(user_input=CONFIRM)
+        assert [o for o in tool_outputs(confirmed) if "Deleted" in o]
+        assert await call.memory.flush()
+        assert rows_of(path, ALICE) == {}
+        assert livekit_identity_to_uuid(ALICE) not in {p["id"] for p in sqlite_rows(path)[0]}
+    finally:
+        await call.aclose()
+        await session.aclose()

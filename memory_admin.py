@@ -4,10 +4,20 @@
     python memory_admin.py export <identity> [--output FILE]   # JSON: profile + every memory
     python memory_admin.py delete <identity> --yes             # profile and every memory
 
-It uses the same store the worker is configured with (SUPABASE_URL / DATABASE_URL /
-MEMORY_SQLITE_PATH, from the environment or .env) and acts through the same fail-closed
-memory manager, as the caller named by their LiveKit identity. `delete` also drops the
-caller's memories waiting in the worker's spool (MEMORY_SPOOL_DIR) on this machine.
+It reads the settings exactly as the worker does (`settings.load_environment`: the
+environment, then `.env` and `.env.local` in the working directory), checks them the same way,
+and so acts on the store the worker uses (SUPABASE_URL / DATABASE_URL / MEMORY_SQLITE_PATH).
+Every command names that store on stderr (backend and file or host, never a secret), before
+doing anything, so an operator sees at once when it is not the store they meant. It acts
+through the same fail-closed memory manager, as the caller named by their LiveKit identity.
+`delete` also drops the caller's memories waiting in the worker's spool (MEMORY_SPOOL_DIR) on
+this machine, and records the erasure in the store, so that no worker can write back anything
+it heard before.
+
+Exit status: 0 done; 1 bad settings, an unusable store or an invalid identity; 2 `delete`
+without `--yes`; 3 `delete` found nothing of that caller (no profile, no memory, nothing
+spooled) in the named store: nothing was there to delete, which is also what an operator sees
+who points the tool at the wrong store.
 """
 
 from __future__ import annotations
@@ -16,17 +26,22 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from identity import livekit_identity_to_uuid
+from identity import validate_identity
 from memory_manager import memory_manager
 from memory_spool import default_spool
 from memory_types import Memory, Profile
-from profiles import get_profile
+from profiles import aget_profile
 from session_context import session_user
+from settings import SettingsError, check_settings_for, load_environment
 from storage import StorageError, get_store
+from store_check import describe_store_from_env
+
+NOTHING_FOUND_EXIT = 3
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -57,7 +72,7 @@ def _profile_json(profile: Profile | None) -> dict[str, Any] | None:
 
 async def export_caller(identity: str) -> dict[str, Any]:
     with session_user(identity) as user_uuid:
-        profile = await get_profile()
+        profile = await aget_profile()
         memories = await memory_manager.alist()
     return {
         "identity": identity,
@@ -67,18 +82,33 @@ async def export_caller(identity: str) -> dict[str, Any]:
     }
 
 
-async def delete_caller(identity: str) -> tuple[int, int]:
-    """Delete the caller's profile and memories; returns (memories deleted, spooled dropped).
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    user_uuid: str
+    had_profile: bool
+    memories: int  # deleted from the store
+    spooled: int  # dropped from the spool on this machine
+
+    @property
+    def found_anything(self) -> bool:
+        return self.had_profile or self.memories > 0 or self.spooled > 0
+
+
+async def delete_caller(identity: str) -> Deletion:
+    """Delete the caller's profile and memories, and record the erasure in the store.
 
     Memories the worker spooled for this caller during a store outage are dropped first:
-    replayed later, they would bring the caller's data back after its deletion.
+    replayed later, they would bring the caller's data back after its deletion (the store
+    refuses them anyway, since the erasure is recorded).
     """
     with session_user(identity) as user_uuid:
-        dropped = await default_spool().discard_user(user_uuid)
-        return await memory_manager.aforget_everything(), dropped
+        had_profile = await aget_profile() is not None
+        dropped = await default_spool().discard_user(user_uuid, identity)
+        deleted = await memory_manager.aforget_everything()
+    return Deletion(user_uuid, had_profile, deleted, dropped)
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, store: str) -> int:
     try:
         if args.command == "list":
             data = await export_caller(args.identity)
@@ -93,14 +123,19 @@ async def _run(args: argparse.Namespace) -> int:
             else:
                 print(text)
         elif args.command == "delete":
-            if not args.yes:
-                print("refusing to delete without --yes", file=sys.stderr)
-                return 2
-            deleted, dropped = await delete_caller(args.identity)
+            done = await delete_caller(args.identity)
+            if not done.found_anything:
+                print(
+                    f"memory_admin: nothing to delete: {store} holds no profile and no memories "
+                    f"of user {done.user_uuid}, and the spool none; the erasure is recorded",
+                    file=sys.stderr,
+                )
+                return NOTHING_FOUND_EXIT
+            what = "the profile and " if done.had_profile else "no profile (there was none) and "
             print(
-                f"deleted the profile and {deleted} memories of user "
-                f"{livekit_identity_to_uuid(args.identity)}"
-                + (f", and {dropped} spooled memories not yet written" if dropped else "")
+                f"deleted {what}{done.memories} memories of user {done.user_uuid}"
+                + (f", and {done.spooled} spooled memories not yet written" if done.spooled else "")
+                + f", in {store}"
             )
         return 0
     except (StorageError, ValueError) as exc:
@@ -111,9 +146,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dotenv import load_dotenv
-
-    load_dotenv(".env")
+    load_environment()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (
@@ -127,7 +160,19 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--output", help="write the JSON to this file instead of stdout")
         if name == "delete":
             p.add_argument("--yes", action="store_true", help="really delete")
-    return asyncio.run(_run(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    try:
+        check_settings_for("memory_admin")
+        validate_identity(args.identity)
+    except (SettingsError, ValueError) as exc:
+        print(f"memory_admin: {exc}", file=sys.stderr)
+        return 1
+    if args.command == "delete" and not args.yes:
+        print("refusing to delete without --yes", file=sys.stderr)
+        return 2
+    store = describe_store_from_env()
+    print(f"memory_admin: {args.command} in {store}", file=sys.stderr)
+    return asyncio.run(_run(args, store))
 
 
 if __name__ == "__main__":

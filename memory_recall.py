@@ -34,17 +34,20 @@ BLOCK_PREAMBLE = (
 
 
 def recall_budget_seconds() -> float:
+    """`MEMORY_RECALL_BUDGET_MS` in seconds; `ValueError` saying what to write if malformed
+    (checked at start-up by `settings.check_settings_for`, so a call never meets it)."""
     raw = os.environ.get("MEMORY_RECALL_BUDGET_MS", "").strip()
     if not raw:
         return DEFAULT_RECALL_BUDGET_MS / 1000
     try:
         value = float(raw)
     except ValueError:
+        value = float("nan")
+    if not 1 <= value <= 2000:  # also refuses nan and inf
         raise ValueError(
-            f"MEMORY_RECALL_BUDGET_MS must be a number of milliseconds, got {raw!r}"
-        ) from None
-    if not 1 <= value <= 2000:
-        raise ValueError("MEMORY_RECALL_BUDGET_MS must be between 1 and 2000")
+            "MEMORY_RECALL_BUDGET_MS must be a number of milliseconds from 1 to 2000, e.g. "
+            f"{DEFAULT_RECALL_BUDGET_MS:g} (unset it for that default), got {raw!r}"
+        )
     return value / 1000
 
 

@@ -8,16 +8,22 @@ a time limit, and raises a `StorageError` whose message says what is wrong and w
 Supabase; SQLite creates its tables on first use, as it does anyway.
 
 `check_store_from_env()` opens the store the environment selects, checks it and closes it
-again (so nothing is left bound to a short-lived event loop); `python store_check.py` prints
-the result and exits with status 1 and one line of explanation when the store is not usable.
+again (so nothing is left bound to a short-lived event loop). `python store_check.py` reads
+the settings exactly as the worker does (`settings.load_environment`: `.env` and `.env.local`
+in the working directory), checks them, the spool directory (`MEMORY_SPOOL_DIR` must be
+writable) and the store, and prints which store it checked (`describe_store_from_env`:
+backend and file or host, never a secret). It exits with status 1 and one line of
+explanation when something is not usable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from urllib.parse import urlsplit
 
-from storage import MemoryStore, backend_name_from_env, open_store
+from storage import MemoryStore, backend_name_from_env, open_store, sqlite_path_from_env
 from storage.errors import StorageError, StorageUnavailableError
 
 CHECK_TIMEOUT_S = 10.0
@@ -58,13 +64,46 @@ def check_store_from_env(*, timeout: float = CHECK_TIMEOUT_S) -> str:
     return backend_name_from_env()
 
 
-def main() -> int:
+def describe_store_from_env() -> str:
+    """Which store the environment selects, for operators: the backend and its file or
+    host, never a key or password. Call it after `settings.check_settings_for` (it assumes
+    the settings are well-formed, and falls back to the bare backend name if not)."""
+    backend = backend_name_from_env()
+    if backend == "sqlite":
+        return f"the SQLite file {sqlite_path_from_env().resolve()}"
+    if backend == "postgres":
+        from database_url import DatabaseUrlError, parse_database_url
+
+        try:
+            target = parse_database_url(os.environ.get("DATABASE_URL", ""))
+        except DatabaseUrlError:
+            return "the Postgres database of DATABASE_URL"
+        return f"the Postgres {target.describe()}"
     try:
+        parts = urlsplit(os.environ.get("SUPABASE_URL", "").strip())
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the Supabase project of SUPABASE_URL"
+    return f"the Supabase project at {parts.scheme}://{host}{port}"
+
+
+def main() -> int:
+    from memory_spool import SpoolNotWritableError, check_spool_writable, spool_dir_from_env
+    from settings import SettingsError, check_settings_for, load_environment
+
+    load_environment()
+    try:
+        check_settings_for("store_check")
+        check_spool_writable(spool_dir_from_env())
         backend = check_store_from_env()
-    except StorageError as exc:
+    except (SettingsError, SpoolNotWritableError, StorageError) as exc:
         print(f"memory store check failed: {exc}", file=sys.stderr)
         return 1
-    print(f"memory store OK ({backend})")
+    print(
+        f"memory store OK ({backend}): {describe_store_from_env()}; "
+        f"spool directory {spool_dir_from_env().resolve()} is writable"
+    )
     return 0
 
 

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Sets the machine up if needed, then talks to the worker in your terminal (text mode) with
-# memories kept in the embedded SQLite file. Needs OPENAI_API_KEY in .env.
+# memories kept in the embedded SQLite file. Needs OPENAI_API_KEY in .env (and, for another
+# OpenAI-compatible server, OPENAI_BASE_URL). Logs are at INFO; add `--log-level debug` to see
+# more (raw identities and what you type included).
+# To keep a copy of the session, pipe it through `tee -i FILE`, not plain `tee`: Ctrl+C also
+# reaches tee, which dies, and livekit-agents' console then hangs on the closed pipe
+# (a livekit-agents 1.8.9 behaviour; a 10-line agent of its own does the same).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -41,7 +41,7 @@ from memory_manager import (
 )
 from memory_recall import BLOCK_END, BLOCK_START, memory_block, recall
 from memory_types import Memory
-from profiles import ensure_profile_exists, get_profile
+from profiles import aensure_profile_exists, aget_profile
 from session_context import (
     NoSessionUserError,
     clear_session_user,
@@ -177,7 +177,7 @@ async def test_a_session_with_an_unusable_identity_starts_nothing_and_writes_not
     with pytest.raises(NoSessionUserError):
         await memory_manager.astore("FACT", "favorite_color", "blue")
     with pytest.raises(NoSessionUserError):
-        await ensure_profile_exists()
+        await aensure_profile_exists()
     assert sqlite_rows(installed_sqlite_store.path) == ([], [])
     await session.aclose()
 
@@ -216,7 +216,7 @@ async def test_odd_identities_round_trip_as_their_own_callers(store: MemoryStore
     for n, identity in enumerate(identities):
         with session_user(identity) as user_uuid:
             assert user_uuid == uuid_of(identity)
-            profile = await ensure_profile_exists(store=store)
+            profile = await aensure_profile_exists(store=store)
             assert profile.id == user_uuid and profile.original_identity == identity
             await manager.astore("FACT", "favorite_number", f"{n} for {identity}")
             await manager.astore("PREFERENCE", "favorite_color", f"color {n}")
@@ -230,7 +230,7 @@ async def test_odd_identities_round_trip_as_their_own_callers(store: MemoryStore
             ]
             found = await manager.asearch("which color?", limit=100)
             assert triples(found) == [("PREFERENCE", "favorite_color", f"color {n}")]
-            profile = await get_profile(store=store)
+            profile = await aget_profile(store=store)
             assert profile is not None and profile.original_identity == identity
             assert profile.id == user_uuid
 
@@ -243,7 +243,7 @@ async def test_odd_identities_round_trip_as_their_own_callers(store: MemoryStore
         assert len(await manager.alist()) == 2
     with session_user("Alice@example.com"):
         assert await manager.alist() == []
-        assert await get_profile(store=store) is None
+        assert await aget_profile(store=store) is None
 
 
 # -- categories, keys and values ----------------------------------------------------------------
@@ -604,7 +604,7 @@ async def test_an_injected_memory_reaches_the_llm_only_as_quoted_data(
     """Through the real session start: the returning caller's memories go into the agent's
     initial context, which the first LLM request (the greeting) carries."""
     with session_user(ALICE):
-        await ensure_profile_exists()
+        await aensure_profile_exists()
         await memory_manager.astore("FACT", "note", INJECTION)
     fake_llm = FakeScriptedLLM()
     session: AgentSession[Any] = AgentSession(llm=fake_llm)
@@ -886,7 +886,7 @@ async def test_an_unusable_sqlite_path_names_memory_sqlite_path(
                 memory_manager.astore("FACT", "favorite_color", "blue"),
                 memory_manager.aretrieve("FACT", "favorite_color"),
                 memory_manager.asearch("color"),
-                ensure_profile_exists(),
+                aensure_profile_exists(),
             ):
                 with pytest.raises(StorageUnavailableError, match="MEMORY_SQLITE_PATH") as caught:
                     await attempt

@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import struct
@@ -41,7 +42,7 @@ from pathlib import Path
 import pytest
 
 from companion import FIRST_CALL_GREETING
-from tests.openai_stub import OpenAIStub, message_text
+from tests.openai_stub import GREETING_REPLY, OpenAIStub, message_text
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 AGENT_SCRIPT = PROJECT_DIR / "agent.py"
@@ -255,6 +256,13 @@ def _agent_said(text: str) -> re.Pattern[str]:
     return _shown_under("Agent", text)
 
 
+def _agent_said_while_prompting(text: str) -> re.Pattern[str]:
+    """`text` below "● Agent", printed while the prompt is on screen (the greeting): rich
+    moves the cursor to print above its live prompt, and once those moves are stripped a
+    line may begin with leftovers of the prompt."""
+    return re.compile(r"\u25cf\s*Agent\s[\s\S]*?(?:^|\s)" + re.escape(text) + r"\s*$", re.MULTILINE)
+
+
 @pytest.fixture
 def stub() -> Iterator[OpenAIStub]:
     with OpenAIStub() as server:
@@ -276,6 +284,64 @@ def _require_portaudio() -> None:
         )
 
 
+def _converse(terminal: TerminalSession, stub: OpenAIStub, messages: tuple[str, ...]) -> int:
+    """Wait for the prompt and the greeting (shown on screen), type each message and wait for
+    the stub's reply to it, then quit with Ctrl-C; returns the exit code."""
+    if not terminal.wait_for("Type to talk to your agent", STARTUP_TIMEOUT_S):
+        _fail(terminal, f"no console prompt within {STARTUP_TIMEOUT_S:.0f}s")
+
+    # The agent greets first (on_enter -> generate_reply): one LLM call before any input, and
+    # the person at the terminal sees it (before they type: the first login is then done).
+    if not stub.wait_for_chat_requests(1, GREETING_TIMEOUT_S):
+        _fail(terminal, "the agent never asked the LLM for its greeting")
+    if not terminal.wait_for(_agent_said_while_prompting(GREETING_REPLY), GREETING_TIMEOUT_S):
+        _fail(terminal, "the agent's greeting was never shown")
+
+    for message in messages:
+        mark = terminal.mark()
+        _type_line(terminal, message)
+        if not terminal.wait_for(_agent_said(f"STUB-REPLY({message})"), REPLY_TIMEOUT_S, mark):
+            _fail(terminal, f"the stub's reply to {message!r} never appeared")
+        prompt_mark = terminal.mark()
+        if not terminal.wait_for("Type to talk to your agent", REPLY_TIMEOUT_S, prompt_mark):
+            _fail(terminal, "the console did not offer the prompt again")
+
+    terminal.send("\x03")  # Ctrl-C: a SIGINT from the terminal, as a person would quit
+    exit_code = terminal.wait_exit(EXIT_TIMEOUT_S)
+    if exit_code is None:
+        _fail(terminal, f"`agent.py console` did not exit within {EXIT_TIMEOUT_S:.0f}s")
+    assert exit_code is not None
+    return exit_code
+
+
+# Framework warnings every console start printed, about nothing this worker does wrong.
+CONSOLE_NOISE = (
+    "no warmed process available",
+    "LIVEKIT_INFERENCE_URL is set but",
+    "failed to create AdaptiveInterruptionDetector",
+)
+_LOG_LINE = re.compile(
+    r"^\s*(?:\d\d:\d\d:\d\d\.\d+\s+)?(DEBUG|INFO|WARNING|ERROR)\s.*$", re.MULTILINE
+)
+# livekit-agents' loop monitor warns when a busy machine delays the event loop by 100 ms; it
+# says how loaded the test machine was, not what the worker logs.
+_LOOP_STALL = "event loop blocked for"
+
+
+def _assert_quiet_logs(screen: str, *private: str) -> None:
+    """At the default level: INFO log lines, no DEBUG, no warning; nothing private on screen
+    but what the person typed (the raw identity and the caller's words in log records)."""
+    lines = [(m.group(1), m.group(0)) for m in _LOG_LINE.finditer(screen)]
+    assert any(level == "INFO" for level, _ in lines), _readable(screen)  # sees log lines
+    loud = [line for level, line in lines if level != "INFO" and _LOOP_STALL not in line]
+    assert loud == [], "\n".join(loud)
+    for noise in CONSOLE_NOISE:
+        assert noise not in screen, _readable(screen)
+    assert "lk.pii" not in screen, _readable(screen)
+    for text in private:
+        assert text not in screen, (text, _readable(screen))
+
+
 @pytest.mark.slow
 def test_console_text_mode_talks_to_the_llm_and_stores_both_messages_for_the_console_user(
     stub: OpenAIStub, tmp_path: Path
@@ -293,37 +359,16 @@ def test_console_text_mode_talks_to_the_llm_and_stores_both_messages_for_the_con
         [sys.executable, str(AGENT_SCRIPT), "console", "--text"], cwd=tmp_path, env=env
     )
     try:
-        if not terminal.wait_for("Type to talk to your agent", STARTUP_TIMEOUT_S):
-            _fail(terminal, f"no console prompt within {STARTUP_TIMEOUT_S:.0f}s")
-
-        # The agent greets first (on_enter -> generate_reply): one LLM call before any input.
-        if not stub.wait_for_chat_requests(1, GREETING_TIMEOUT_S):
-            _fail(terminal, "the agent never asked the LLM for its greeting")
-
-        for message in (FIRST_MESSAGE, SECOND_MESSAGE):
-            mark = terminal.mark()
-            _type_line(terminal, message)
-            if not terminal.wait_for(
-                _agent_said(f"STUB-REPLY({message})"), REPLY_TIMEOUT_S, since=mark
-            ):
-                _fail(terminal, f"the stub's reply to {message!r} never appeared")
-            prompt_mark = terminal.mark()
-            if not terminal.wait_for("Type to talk to your agent", REPLY_TIMEOUT_S, prompt_mark):
-                _fail(terminal, "the console did not offer the prompt again")
-
-        quit_at = time.monotonic()
-        terminal.send("\x03")  # Ctrl-C: a SIGINT from the terminal, as a person would quit
-        exit_code = terminal.wait_exit(EXIT_TIMEOUT_S)
-        if exit_code is None:
-            _fail(terminal, f"`agent.py console` did not exit within {EXIT_TIMEOUT_S:.0f}s")
-        elapsed, exiting = time.monotonic() - started, time.monotonic() - quit_at
+        exit_code = _converse(terminal, stub, (FIRST_MESSAGE, SECOND_MESSAGE))
+        elapsed = time.monotonic() - started
     finally:
         terminal.close()
 
     screen = terminal.screen()
     assert exit_code == 0, f"exit code {exit_code}\n{_readable(screen)}"
     assert "Traceback" not in screen, _readable(screen)
-    print(f"console session took {elapsed:.1f}s, of which {exiting:.1f}s to exit")  # -s / -rP
+    _assert_quiet_logs(screen, CONSOLE_IDENTITY)
+    print(f"console session took {elapsed:.1f}s")  # -s / -rP
 
     # What the worker asked the model: the greeting first, then one call per message.
     chats = stub.chat_requests()
@@ -348,6 +393,62 @@ def test_console_text_mode_talks_to_the_llm_and_stores_both_messages_for_the_con
     stored_values = {value for _, value in memories}
     assert {FIRST_MESSAGE, SECOND_MESSAGE} <= stored_values, memories
     assert profiles == [(expected_user, CONSOLE_IDENTITY)], profiles
+
+
+@pytest.mark.slow
+def test_the_quickstart_as_readme_tells_it_gets_a_reply(stub: OpenAIStub, tmp_path: Path) -> None:
+    """README's quickstart, literally: `.env` copied from `.env.example`, only the key filled
+    in, and the model server set the way a user points at one (`OPENAI_BASE_URL` in `.env`;
+    here the stub); then `agent.py console --text` from the project directory. Memories go to
+    the default file, `data/memories.sqlite3`, as the caller `console-user`."""
+    _require_portaudio()
+    project = tmp_path / "project"
+    shutil.copytree(
+        PROJECT_DIR,
+        project,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "data", "__pycache__", ".*_cache", ".hypothesis", ".env", ".env.local"
+        ),
+    )
+    shutil.copyfile(project / ".env.example", project / ".env")  # cp .env.example .env
+    dot_env = project / ".env"
+    text = dot_env.read_text(encoding="utf-8")
+    assert "\nOPENAI_API_KEY=\n" in text and "\nOPENAI_BASE_URL=\n" in text
+    text = text.replace("\nOPENAI_API_KEY=\n", "\nOPENAI_API_KEY=sk-quickstart-fake\n")
+    text = text.replace("\nOPENAI_BASE_URL=\n", f"\nOPENAI_BASE_URL={stub.base_url}\n")
+    dot_env.write_text(text, encoding="utf-8")
+    env = {k: v for k, v in _clean_env().items() if not k.startswith("MEMORY_")}
+
+    terminal = TerminalSession(
+        [sys.executable, "agent.py", "console", "--text"], cwd=project, env=env
+    )
+    try:
+        exit_code = _converse(terminal, stub, (FIRST_MESSAGE,))
+    finally:
+        terminal.close()
+
+    screen = terminal.screen()
+    assert exit_code == 0, f"exit code {exit_code}\n{_readable(screen)}"
+    assert "Traceback" not in screen, _readable(screen)
+    _assert_quiet_logs(screen, "console-user")
+    console_user = str(uuid.uuid5(uuid.NAMESPACE_DNS, "console-user"))
+    db_path = project / "data" / "memories.sqlite3"
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
+        memories = db.execute("SELECT user_id, value FROM memories").fetchall()
+        profiles = db.execute(
+            "SELECT id, original_identity, is_first_login FROM profiles"
+        ).fetchall()
+    assert (console_user, FIRST_MESSAGE) in memories, memories
+    # the greeting was shown, so the first-call welcome is rightly used up
+    assert profiles == [(console_user, "console-user", 0)], profiles
+
+
+def test_console_help_needs_no_settings(tmp_path: Path) -> None:
+    result = _run_agent(["console", "--help"], tmp_path, _clean_env())
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Usage" in result.stdout and "--text" in result.stdout, output
+    assert "OPENAI_API_KEY" not in output and "Traceback" not in output, output
 
 
 def _run_agent(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -10,14 +10,16 @@ import pytest
 import identity
 from identity import MAX_IDENTITY_LENGTH, livekit_identity_to_uuid, validate_identity
 
-# The summary's example values; NOTES.md: no namespace or spelling produces them.
+# The design summary's example values: no namespace or spelling of these identities produces
+# them (uuid5 with the namespace its own code names, NAMESPACE_DNS, gives COMPUTED_VALUES).
 SUMMARY_WRONG_VALUES = {
     "alice@example.com": "c112f154-a0fc-53b7-9c57-a741e6ee091c",
     "bob@example.com": "abb63e2b-1182-58fb-b239-0b403dc4344f",
     "user-abc-123": "facff94b-d495-5ddf-aba2-d729157f0090",
 }
-# NOTES.md's table, which the test also recomputes with the uuid module.
-NOTES_VALUES = {
+# uuid5(NAMESPACE_DNS, identity), written out (README's "Verify" step shows them) and also
+# recomputed by the test with the uuid module.
+COMPUTED_VALUES = {
     "alice@example.com": "edabafbb-61ad-51d6-9fd8-e976c892a731",
     "bob@example.com": "1bbc064c-d74a-56e6-a2b9-009139975e85",
     "user-abc-123": "6f840c3a-5446-51bc-99b0-e0d11d172cef",
@@ -51,12 +53,12 @@ def test_dns_namespace_is_the_summarys_constant() -> None:
     assert identity.identity_namespace() == uuid.NAMESPACE_DNS
 
 
-@pytest.mark.parametrize("who", sorted(NOTES_VALUES))
-def test_notes_table_and_not_the_summarys_values(who: str) -> None:
+@pytest.mark.parametrize("who", sorted(COMPUTED_VALUES))
+def test_the_real_values_and_not_the_summarys(who: str) -> None:
     computed = str(uuid.uuid5(uuid.NAMESPACE_DNS, who))
     got = livekit_identity_to_uuid(who)
     assert got == computed
-    assert got == NOTES_VALUES[who]
+    assert got == COMPUTED_VALUES[who]
     assert got != SUMMARY_WRONG_VALUES[who]
     assert not got.startswith(SUMMARY_WRONG_VALUES[who][:8])
 

@@ -335,7 +335,7 @@ async def test_threads_with_their_own_loops_and_sync_threads(
     check_store(installed_sqlite_store.path, rows, all_identities)
 
 
-# -- how context does (and does not) travel, as NOTES.md says --------------------------------
+# -- how context does (and does not) travel, as asyncio documents it ----------------------------
 
 
 async def test_context_travels_to_tasks_and_to_thread_but_not_run_in_executor(

@@ -158,6 +158,7 @@ def test_delete_with_yes_deletes_that_caller_only(db: Path) -> None:
         f"deleted the profile and 3 memories of user {livekit_identity_to_uuid(ALICE)}"
     )
     assert "1 spooled" in done.stdout
+    assert done.stdout.rstrip().endswith(f"in the SQLite file {db.resolve()}")
 
     profiles, _ = sqlite_rows(db)
     assert profiles == bob_profile
@@ -165,10 +166,15 @@ def test_delete_with_yes_deletes_that_caller_only(db: Path) -> None:
     spooled = [json.loads(x) for x in spool_file.read_text().splitlines()]
     assert [r["identity"] for r in spooled] == [BOB]
 
-    # deleting again is harmless, and says what it found
+    # deleting again is harmless, and says that it found nothing, in which store (exit 3)
     again = admin(db, "delete", ALICE, "--yes")
-    assert again.returncode == 0, again.stderr
-    assert "0 memories" in again.stdout
+    assert again.returncode == 3, (again.stdout, again.stderr)
+    assert again.stdout == ""
+    assert again.stderr.splitlines()[-1] == (
+        f"memory_admin: nothing to delete: the SQLite file {db.resolve()} holds no profile and "
+        f"no memories of user {livekit_identity_to_uuid(ALICE)}, and the spool none; "
+        "the erasure is recorded"
+    )
     assert rows_by_user(db) == {livekit_identity_to_uuid(BOB): expected(BOB)}
 
 
@@ -196,3 +202,101 @@ def test_an_unusable_store_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert done.stderr.startswith("memory_admin: ")
     assert "Traceback" not in done.stderr
+
+
+# -- the store it acts on: the worker's, read the worker's way, and named -------------------
+
+PROJECT_DIR = ADMIN.parent
+
+
+def admin_in(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`memory_admin.py` run from `workdir`, with no store variable in its environment: only
+    the `.env` / `.env.local` files there say which store to use, as on a deployed worker."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"SUPABASE_URL", "DATABASE_URL", "MEMORY_SQLITE_PATH"}
+    }
+    return subprocess.run(
+        [sys.executable, str(ADMIN), *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def env_file_from_example(path: Path, **values: str) -> None:
+    """`.env.example` as a user fills it in: only the given variables changed."""
+    lines = (PROJECT_DIR / ".env.example").read_text(encoding="utf-8").splitlines()
+    filled = [
+        f"{name}={values[name]}" if (name := line.partition("=")[0]) in values else line
+        for line in lines
+    ]
+    assert {line.partition("=")[0] for line in filled} >= set(values), "not in .env.example"
+    path.write_text("\n".join(filled) + "\n", encoding="utf-8")
+
+
+def test_the_store_named_in_dot_env_is_the_one_listed_and_named(db: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "deployment"
+    workdir.mkdir()
+    env_file_from_example(workdir / ".env", MEMORY_SQLITE_PATH=str(db))
+    done = admin_in(workdir, "list", ALICE)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"user {livekit_identity_to_uuid(ALICE)}: 3 memories"
+    assert done.stderr.splitlines() == [f"memory_admin: list in the SQLite file {db.resolve()}"]
+
+
+def test_delete_acts_on_the_store_the_worker_uses_with_dot_env_local(
+    db: Path, tmp_path: Path
+) -> None:
+    """The worker lets `.env.local` override `.env`; so must the operator tool, or `delete`
+    reports success on a store the worker does not use while the caller's data stays."""
+    workdir = tmp_path / "deployment"
+    workdir.mkdir()
+    decoy = tmp_path / "not-the-workers.sqlite3"
+    env_file_from_example(workdir / ".env", MEMORY_SQLITE_PATH=str(decoy))
+    (workdir / ".env.local").write_text(f"MEMORY_SQLITE_PATH={db}\n", encoding="utf-8")
+
+    done = admin_in(workdir, "delete", ALICE, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(
+        f"deleted the profile and 3 memories of user {livekit_identity_to_uuid(ALICE)}"
+    )
+    assert str(db.resolve()) in done.stdout and str(db.resolve()) in done.stderr
+    assert rows_by_user(db) == {livekit_identity_to_uuid(BOB): expected(BOB)}
+    assert not decoy.exists()
+
+
+def test_deleting_an_identity_the_store_does_not_hold_says_so(db: Path) -> None:
+    before = sqlite_rows(db)
+    done = admin(db, "delete", "nobody@example.com", "--yes")
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"memory_admin: delete in the SQLite file {db.resolve()}",
+        f"memory_admin: nothing to delete: the SQLite file {db.resolve()} holds no profile and "
+        f"no memories of user {livekit_identity_to_uuid('nobody@example.com')}, and the spool "
+        "none; the erasure is recorded",
+    ]
+    assert sqlite_rows(db)[1] == before[1]
+    assert [p["id"] for p in sqlite_rows(db)[0]] == [p["id"] for p in before[0]]
+
+
+def test_a_bad_setting_in_dot_env_stops_the_tool_before_it_touches_a_store(
+    db: Path, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "deployment"
+    workdir.mkdir()
+    env_file_from_example(
+        workdir / ".env", MEMORY_SQLITE_PATH=str(db), IDENTITY_NAMESPACE="not-a-uuid"
+    )
+    before = sqlite_rows(db)
+    done = admin_in(workdir, "delete", ALICE, "--yes")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("memory_admin: IDENTITY_NAMESPACE must be a UUID"), line
+    assert sqlite_rows(db) == before

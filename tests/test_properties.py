@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from identity import MAX_IDENTITY_LENGTH, livekit_identity_to_uuid
 from memory_manager import MAX_KEY_LENGTH, MAX_VALUE_LENGTH, MemoryManager
 from memory_types import MemoryCategory
-from profiles import ensure_profile_exists, get_profile
+from profiles import aensure_profile_exists, aget_profile
 from search_query import build_search_query
 from session_context import session_user
 from storage.base import MemoryStore
@@ -130,12 +130,12 @@ async def _round_trip(
     manager = MemoryManager(store)
     with session_user(identity) as user_uuid:
         assert user_uuid == uuid5(identity)
-        await ensure_profile_exists(store=store)
+        await aensure_profile_exists(store=store)
         await manager.astore(category, key, value)
         assert await manager.aretrieve(category, key) == value
         listed = {(m.category, m.key): m.value for m in await manager.alist()}
         assert listed[(category.value, key.strip())] == value
-        profile = await get_profile(store=store)
+        profile = await aget_profile(store=store)
         assert profile is not None and profile.original_identity == identity
     # Another caller never sees it.
     with session_user(identity + "\u2060other"):

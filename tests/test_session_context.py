@@ -210,13 +210,13 @@ NO_USER_OPERATIONS: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
     ("aforget", lambda: memory_manager.aforget("FACT", "favorite_color")),
     ("alist", lambda: memory_manager.alist()),
     ("aforget_everything", lambda: memory_manager.aforget_everything()),
-    ("ensure_profile_exists", lambda: profiles.ensure_profile_exists()),
+    ("ensure_profile_exists", lambda: profiles.aensure_profile_exists()),
     (
         "ensure_profile_exists-with-uuid",
-        lambda: profiles.ensure_profile_exists(uuid_of(ALICE), original_identity=ALICE),
+        lambda: profiles.aensure_profile_exists(uuid_of(ALICE), original_identity=ALICE),
     ),
-    ("get_profile", lambda: profiles.get_profile()),
-    ("mark_first_login_complete", lambda: profiles.mark_first_login_complete()),
+    ("get_profile", lambda: profiles.aget_profile()),
+    ("mark_first_login_complete", lambda: profiles.amark_first_login_complete()),
 ]
 
 

@@ -1,7 +1,12 @@
-"""The design summary's "Test User Isolation" snippet, verbatim, runs green on the embedded store.
+"""The design summary's snippets, verbatim, run green on the embedded store.
 
-The snippet proves nothing about concurrency (tests/test_isolation.py does that); this only
-checks that the code the summary tells people to run works as written, through the sync API.
+The snippets are copied into this file character for character (the repository must not
+depend on the summary being around), and run as a user runs them. They prove nothing about
+concurrency (tests/test_isolation.py does that); this only checks that the code the summary
+tells people to run works as written: its "Test User Isolation" script through the sync
+memory API, and the steps of its entrypoint (identity -> uuid -> ContextVar -> profile)
+through the sync profile API, which refuses to be called inside an event loop instead of
+silently doing nothing.
 """
 
 from __future__ import annotations
@@ -9,20 +14,17 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-import re
 import subprocess
 import sys
+import textwrap
 import threading
 import uuid
 from pathlib import Path
-
-import pytest
 
 import storage
 from tests.fakes import sqlite_rows
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-SUMMARY = Path("/work/shared/seed/session-user-refactor-summary.md")
 
 # Copied character for character from the summary's "### Test User Isolation" block.
 SNIPPET = """\
@@ -51,6 +53,23 @@ assert memory_manager.retrieve("FACT", "favorite_color") == "blue"  # Alice's da
 print("✅ User isolation working!")
 """
 
+# Copied character for character from the summary's entrypoint ("Key Code"), steps 1 to 3,
+# one string per line (its blank lines hold four spaces); `participant` is what its
+# surrounding code provides.
+ENTRYPOINT_STEPS = "\n".join(
+    [
+        "    # Step 1: Get LiveKit identity",
+        "    livekit_identity = participant.identity",
+        "    ",
+        "    # Step 2: Set session user (converts to UUID, stores in ContextVar)",
+        "    user_uuid = set_session_user(livekit_identity)",
+        "    ",
+        "    # Step 3: Ensure profile exists BEFORE starting session",
+        "    ensure_profile_exists(user_uuid, original_identity=livekit_identity)",
+        "",
+    ]
+)
+
 ALICE_UUID = str(uuid.uuid5(uuid.NAMESPACE_DNS, "alice@example.com"))
 BOB_UUID = str(uuid.uuid5(uuid.NAMESPACE_DNS, "bob@example.com"))
 
@@ -68,18 +87,11 @@ def _check_rows(db: Path) -> None:
     )
 
 
-@pytest.mark.skipif(not SUMMARY.exists(), reason="the design summary is not on this machine")
-def test_snippet_is_the_summarys_verbatim() -> None:
-    text = SUMMARY.read_text(encoding="utf-8")
-    match = re.search(r"### Test User Isolation\n\n```python\n(.*?)```", text, re.S)
-    assert match is not None
-    assert match.group(1) == SNIPPET
-
-
-def test_snippet_runs_green_as_a_script(tmp_path: Path) -> None:
-    db = tmp_path / "snippet.sqlite3"
+def _run_script(tmp_path: Path, text: str, db: Path) -> subprocess.CompletedProcess[str]:
+    """`text` run as a user's script: its own process, the project importable, memories in
+    `db`, from a directory without the project's `.env` or `data/`."""
     script = tmp_path / "snippet.py"
-    script.write_text(SNIPPET, encoding="utf-8")
+    script.write_text(text, encoding="utf-8")
     env = {
         k: v
         for k, v in os.environ.items()
@@ -98,8 +110,8 @@ def test_snippet_runs_green_as_a_script(tmp_path: Path) -> None:
         PYTHONPATH=str(PROJECT_DIR),
         PYTHONIOENCODING="utf-8",
     )
-    done = subprocess.run(
-        [sys.executable, str(script)],
+    return subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", str(script)],
         cwd=tmp_path,  # no .env of the project's, no data/ of the project's
         env=env,
         capture_output=True,
@@ -107,6 +119,11 @@ def test_snippet_runs_green_as_a_script(tmp_path: Path) -> None:
         encoding="utf-8",
         timeout=120,
     )
+
+
+def test_snippet_runs_green_as_a_script(tmp_path: Path) -> None:
+    db = tmp_path / "snippet.sqlite3"
+    done = _run_script(tmp_path, SNIPPET, db)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert lines == [
@@ -115,6 +132,64 @@ def test_snippet_runs_green_as_a_script(tmp_path: Path) -> None:
         "✅ User isolation working!",
     ]
     _check_rows(db)
+
+
+def _entrypoint_script(header: str, steps: str, call: str) -> str:
+    body = textwrap.indent(textwrap.dedent(steps), "    ")
+    return (
+        "import asyncio, types\n"
+        "from agent import set_session_user, ensure_profile_exists\n"
+        "from profiles import aensure_profile_exists\n\n"
+        f"{header}\n{body}    print(user_uuid)\n\n"
+        "# what LiveKit hands the entrypoint: a participant with an identity\n"
+        'participant = types.SimpleNamespace(identity="alice@example.com")\n'
+        f"{call}\n"
+    )
+
+
+def test_the_summarys_entrypoint_steps_make_the_profile_from_plain_code(tmp_path: Path) -> None:
+    db = tmp_path / "entrypoint.sqlite3"
+    script = _entrypoint_script("def entrypoint_steps():", ENTRYPOINT_STEPS, "entrypoint_steps()")
+    done = _run_script(tmp_path, script, db)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [ALICE_UUID]
+    profiles, memories = sqlite_rows(db)
+    assert [(p["id"], p["original_identity"], p["is_first_login"]) for p in profiles] == [
+        (ALICE_UUID, "alice@example.com", 1)
+    ]
+    assert memories == []
+
+
+def test_the_summarys_entrypoint_steps_inside_an_event_loop_are_refused_not_skipped(
+    tmp_path: Path,
+) -> None:
+    """The summary's entrypoint is `async def`: there, a blocking call would stall every
+    session on the loop, and an un-awaited coroutine would silently create no profile. The
+    call is refused with a message naming the async twin; awaiting the twin works."""
+    db = tmp_path / "entrypoint.sqlite3"
+    as_written = _entrypoint_script(
+        "async def entrypoint():", ENTRYPOINT_STEPS, "asyncio.run(entrypoint())"
+    )
+    done = _run_script(tmp_path, as_written, db)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.splitlines()[-1] == (
+        "RuntimeError: profiles.ensure_profile_exists() blocks and was called inside a running "
+        "event loop; use `await aensure_profile_exists(...)` in async code"
+    )
+    assert "never awaited" not in done.stderr
+    assert not db.exists() or sqlite_rows(db)[0] == []
+
+    awaited = ENTRYPOINT_STEPS.replace(
+        "    ensure_profile_exists(", "    await aensure_profile_exists("
+    )
+    assert awaited != ENTRYPOINT_STEPS
+    fixed = _entrypoint_script("async def entrypoint():", awaited, "asyncio.run(entrypoint())")
+    done = _run_script(tmp_path, fixed, db)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [ALICE_UUID]
+    assert [(p["id"], p["original_identity"]) for p in sqlite_rows(db)[0]] == [
+        (ALICE_UUID, "alice@example.com")
+    ]
 
 
 def test_snippet_runs_green_in_a_thread_with_no_event_loop(tmp_path: Path) -> None:

@@ -18,7 +18,10 @@ RUN adduser --disabled-password --gecos "" --home /home/appuser --shell /sbin/no
     --uid "${UID}" appuser
 
 WORKDIR /app
-COPY requirements.txt .
+# The caller-memory package (installed from this checkout) and the worker's requirements
+COPY pyproject.toml README.md requirements.txt ./
+COPY src ./src
+COPY supabase ./supabase
 RUN python -m pip install -r requirements.txt
 
 COPY . .

@@ -2,13 +2,14 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/retrieval_benchmark.py            # 30 users, seed 2024
-    .venv/bin/python bench/retrieval_benchmark.py --users 5 --seed 7 --misses 20
+    .venv/bin/python -m bench.retrieval_benchmark            # 30 users, seed 2024
+    .venv/bin/python -m bench.retrieval_benchmark --users 5 --seed 7 --misses 20
 
 The data comes from `bench/retrieval_dataset.py` (long synthetic chats with scattered personal
 facts and differently-worded questions labelled with their evidence utterances). For every user,
-every utterance goes through the worker's real write path (`memory_capture.extract_memories`
-then `MemoryManager.astore`, into a fresh `SQLiteMemoryStore`), and every question through
+every utterance goes through the worker's real write path (`capture.rule_based.extract_memories`
+then `MemoryManager.astore`, into a fresh `SQLiteMemoryStore`, with no cap on a caller's
+utterances), and every question through
 `MemoryManager.asearch(question, limit=10)` under that user's session. A question is a hit at k
 when one of the first k memories returned is its evidence: the utterance memory whose value is
 an evidence utterance, or a stable-fact memory (e.g. `favorite_color`) whose current value was
@@ -27,7 +28,6 @@ import asyncio
 import logging
 import re
 import statistics
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -35,24 +35,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:  # run as a script: make the project's modules importable
-    sys.path.insert(0, str(_ROOT))
+from rank_bm25 import BM25Okapi
 
-from rank_bm25 import BM25Okapi  # noqa: E402
-
-from bench.retrieval_dataset import (  # noqa: E402
+from bench.retrieval_dataset import (
     DEFAULT_SEED,
     Dataset,
     UserChat,
     generate_dataset,
     lexical_overlap_share,
 )
-from memory_capture import extract_memories  # noqa: E402
-from memory_manager import MemoryManager  # noqa: E402
-from memory_types import MemoryCategory  # noqa: E402
-from session_context import session_user  # noqa: E402
-from storage.sqlite_store import SQLiteMemoryStore  # noqa: E402
+from caller_memory import MemoryCategory, MemoryKind, MemoryManager, session_user
+from caller_memory.capture.rule_based import extract_memories
+from caller_memory.stores.sqlite import SQLiteMemoryStore
 
 KS = (5, 10)
 SEARCH_LIMIT = max(KS)
@@ -121,11 +115,11 @@ async def _run_user(manager: MemoryManager, user: UserChat, result: BenchmarkRes
         started = time.perf_counter()
         for i, text in enumerate(user.utterances):
             for m in extract_memories(text, now_ms=BASE_MS + i * STEP_MS):
-                await manager.astore(m.category, m.key, m.value)
+                await manager.astore(m.category, m.key, m.value, kind=m.kind)
                 owner[(_category_value(m.category), m.key)] = i
                 produced.add(i)
                 result.memories_stored += 1
-                if not m.key.startswith("utterance_"):
+                if m.kind == MemoryKind.FACT:
                     result.stable_memories += 1
         result.ingest_seconds += time.perf_counter() - started
 
@@ -181,7 +175,7 @@ async def run_benchmark(dataset: Dataset, db_dir: Path | None = None) -> Benchma
     with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:
         store = SQLiteMemoryStore(Path(db_dir or tmp) / "bench-memories.sqlite3")
         try:
-            manager = MemoryManager(store)
+            manager = MemoryManager(store, max_utterances=None)
             for user in dataset.users:
                 await _run_user(manager, user, result)
         finally:

@@ -1260,59 +1260,61 @@ _F_STORIES = (
 )
 
 
+# Filler that is a template with slots: (up to this roll, the templates, each slot's pool in
+# the order they are drawn).
+_F_TEMPLATED: tuple[tuple[float, tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]], ...]
+_F_TEMPLATED = (
+    (0.22, _F_STORIES, (("time", _F_TIME), ("place", _F_PLACES), ("event", _F_EVENTS))),
+    (
+        0.32,
+        (
+            "I think {thing} is {verdict}",
+            "Honestly {thing}? {verdict}",
+            "Is it just me or is {thing} {verdict}?",
+        ),
+        (("thing", _F_THINGS), ("verdict", _F_VERDICTS)),
+    ),
+    (
+        0.42,
+        (
+            "Had {meal} for {mealtime}, living the dream",
+            "Just {meal} for {mealtime} {time}, couldn't be bothered cooking",
+            "{meal} for {mealtime} again, I need to go shopping",
+        ),
+        (("meal", _F_MEALS), ("mealtime", _F_MEALTIMES), ("time", _F_TIME)),
+    ),
+    (
+        0.52,
+        (
+            "I need to remember to {chore}",
+            "Note to self: {chore}",
+            "Completely forgot to {chore} {time}",
+            "Must {chore} before the weekend",
+        ),
+        (("chore", _F_CHORES), ("time", _F_TIME)),
+    ),
+    (
+        0.62,
+        ("Watched {show} {time}, {reaction}", "Put on {show} {time} and {reaction}"),
+        (("show", _F_SHOWS), ("time", _F_TIME), ("reaction", _F_REACTIONS)),
+    ),
+    (
+        0.70,
+        ("The weather's been {w} all week", "Ugh, it's {w} again", "It was {w} {time}"),
+        (("w", _F_WEATHER), ("time", _F_TIME)),
+    ),
+    (0.77, ("Did you know {t}?", "Apparently {t}, who knew"), (("t", _F_TRIVIA),)),
+)
+
+
 def _filler(rng: random.Random) -> str:
     kind = rng.random()
     if kind < 0.10:
         return rng.choice(_F_SHORT)
-    if kind < 0.22:
-        t = rng.choice(_F_STORIES)
-        return t.format(
-            time=rng.choice(_F_TIME), place=rng.choice(_F_PLACES), event=rng.choice(_F_EVENTS)
-        )
-    if kind < 0.32:
-        return rng.choice(
-            (
-                "I think {thing} is {verdict}",
-                "Honestly {thing}? {verdict}",
-                "Is it just me or is {thing} {verdict}?",
-            )
-        ).format(thing=rng.choice(_F_THINGS), verdict=rng.choice(_F_VERDICTS))
-    if kind < 0.42:
-        return rng.choice(
-            (
-                "Had {meal} for {mealtime}, living the dream",
-                "Just {meal} for {mealtime} {time}, couldn't be bothered cooking",
-                "{meal} for {mealtime} again, I need to go shopping",
-            )
-        ).format(
-            meal=rng.choice(_F_MEALS), mealtime=rng.choice(_F_MEALTIMES), time=rng.choice(_F_TIME)
-        )
-    if kind < 0.52:
-        return rng.choice(
-            (
-                "I need to remember to {chore}",
-                "Note to self: {chore}",
-                "Completely forgot to {chore} {time}",
-                "Must {chore} before the weekend",
-            )
-        ).format(chore=rng.choice(_F_CHORES), time=rng.choice(_F_TIME))
-    if kind < 0.62:
-        return rng.choice(
-            (
-                "Watched {show} {time}, {reaction}",
-                "Put on {show} {time} and {reaction}",
-            )
-        ).format(
-            show=rng.choice(_F_SHOWS), time=rng.choice(_F_TIME), reaction=rng.choice(_F_REACTIONS)
-        )
-    if kind < 0.70:
-        return rng.choice(
-            ("The weather's been {w} all week", "Ugh, it's {w} again", "It was {w} {time}")
-        ).format(w=rng.choice(_F_WEATHER), time=rng.choice(_F_TIME))
-    if kind < 0.77:
-        return rng.choice(("Did you know {t}?", "Apparently {t}, who knew")).format(
-            t=rng.choice(_F_TRIVIA)
-        )
+    for up_to, templates, slots in _F_TEMPLATED:
+        if kind < up_to:
+            template = rng.choice(templates)  # drawn before the slots, in their order
+            return template.format(**{name: rng.choice(pool) for name, pool in slots})
     if kind < 0.86:
         return rng.choice(_F_ASKS)
     if kind < 0.94:

@@ -2,14 +2,14 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/session_throughput_benchmark.py          # 1, 100, 500; both stores
-    .venv/bin/python bench/session_throughput_benchmark.py --concurrency 1,100 --backends sqlite
+    .venv/bin/python -m bench.session_throughput_benchmark          # 1, 100, 500; both stores
+    .venv/bin/python -m bench.session_throughput_benchmark --concurrency 1,100 --backends sqlite
 
 At each concurrency level C, C callers arrive at once in one process, each in a task of its
 own (as each job entrypoint is), and each goes through the worker's own path,
-`voice_session.start_caller_session`: identity -> uuid -> session user -> profile
-(`ensure_profile`, a write for a new caller) -> the caller's known memories (a search) ->
-`AgentSession.start` with `CompanionAgent`. The LLM is `FakeScriptedLLM` (no network), so
+`CallerMemory.attach`: identity -> uuid -> session user -> profile (`ensure_profile`, a write
+for a new caller) -> the caller's known memories (a search) -> `AgentSession.start` with a
+`MemoryAgent` that greets first. The LLM is `FakeScriptedLLM` (no network), so
 what is measured is the worker itself: livekit-agents' session machinery, our memory code
 and the store; a real deployment adds the model providers' time, which costs the worker
 little CPU. Then every session takes `--turns` typed turns back to back (`session.run`, each
@@ -32,8 +32,9 @@ Levels below `--min-sessions` callers are repeated (one after another) until tha
 were made, so that C=1 is not a single sample. Stores use their production defaults (SQLite:
 WAL, 4 threads; Postgres: pool of 1-10 connections, 2 s timeout, logged in like Supabase's
 service role) on a fresh SQLite file and a fresh migrated database of a throwaway PostgreSQL
-cluster (`bench/pg_cluster.py`; fsync off, unix socket). `--pg-dsn` uses an existing migrated
-database instead. Output: one Markdown table, the backends side by side.
+cluster (`bench/workload.py`; fsync off, unix socket). `--pg-dsn` uses an existing migrated
+database instead. Every other setting is the default (the spool in a temp dir), whatever the
+environment says. Output: one Markdown table, the backends side by side.
 """
 
 from __future__ import annotations
@@ -43,43 +44,40 @@ import asyncio
 import gc
 import logging
 import math
-import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:  # run as a script: make the project's modules importable
-    sys.path.insert(0, str(_ROOT))
+from livekit.agents import AgentSession
 
-from livekit.agents import AgentSession  # noqa: E402
-
-import storage  # noqa: E402
-from bench.report import (  # noqa: E402
+from bench.report import (
     BACKEND_LABELS,
     BACKENDS,
     POSTGRES,
     SQLITE,
     SQLITE_ENVIRONMENT,
-    choice_list,
-    positive_int_list,
+    add_store_options,
+    percentile,
     report_head,
     report_tail,
 )
-from memory_spool import default_spool  # noqa: E402
-from storage.base import MemoryStore  # noqa: E402
-from storage.postgres_store import PostgresMemoryStore  # noqa: E402
-from storage.sqlite_store import SQLiteMemoryStore  # noqa: E402
-from tests.fakes import FakeScriptedLLM  # noqa: E402
-from voice_session import start_caller_session  # noqa: E402
-
-if TYPE_CHECKING:
-    from tests.postgres_fixtures import PostgresCluster
+from bench.workload import (
+    BenchAgent,
+    ClusterUnavailableError,
+    benchmark_memory,
+    postgres_database,
+    throwaway_postgres,
+)
+from caller_memory import CallerMemory, CallerSession, MemoryStore
+from caller_memory.spool import MemorySpool
+from caller_memory.stores.sqlite import SQLiteMemoryStore
+from caller_memory.testing import FakeScriptedLLM, start_caller, text_session
+from caller_memory.testing.postgres import PostgresCluster
 
 DEFAULT_CONCURRENCY = (1, 100, 500)
 DEFAULT_TURNS = 5
@@ -91,16 +89,9 @@ TURN_TEXTS = (
     "Tomorrow I will visit the lighthouse at {tag}",
     "My dog is called Biscuit and she is {tag} years old",
 )
-SESSION_LOGGER = "memory_worker.session"
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The `q`-th percentile (0-100) of `values`, nearest-rank; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
+# Where `CallerMemory.attach` says that a start went on without the profile or the caller's
+# known memories (their budget ran out, or the store failed).
+SESSION_LOGGER = "caller_memory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,14 +188,16 @@ class GcPauses:
 
 
 class _Counter(logging.Handler):
-    """Counts the session-start warnings and errors (a budget ran out, the store failed)."""
+    """Counts the session-start warnings and errors (a budget ran out, the store failed):
+    those of `SESSION_LOGGER` itself, not of the loggers below it."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        if record.name == SESSION_LOGGER:
+            self.records.append(record)
 
 
 @dataclass
@@ -233,12 +226,12 @@ class LevelResult:
         return self.turns / self.turn_wall if self.turn_wall else 0.0
 
 
-async def _start_one(identity: str) -> tuple[AgentSession[Any], Any, float]:
+async def _start_one(
+    memory: CallerMemory, identity: str
+) -> tuple[AgentSession[Any], CallerSession, float]:
     started = time.perf_counter()
-    session: AgentSession[Any] = AgentSession(
-        llm=FakeScriptedLLM(), vad=None, turn_handling={"turn_detection": "manual"}
-    )
-    call = await start_caller_session(session, identity=identity)
+    session = text_session(FakeScriptedLLM())
+    call = await start_caller(memory, session, identity, BenchAgent)
     return session, call, time.perf_counter() - started
 
 
@@ -250,13 +243,13 @@ async def _talk(session: AgentSession[Any], tag: str, turns: int, latencies: lis
         latencies.append(time.perf_counter() - started)
 
 
-async def run_round(result: LevelResult, round_no: int, turns: int) -> None:
+async def run_round(memory: CallerMemory, result: LevelResult, round_no: int, turns: int) -> None:
     """C callers arrive at once, talk, hang up."""
     c = result.concurrency
     prefix = f"bench-{result.backend}-{c}-{round_no}"
     t0 = time.perf_counter()
     started = await asyncio.gather(
-        *(asyncio.create_task(_start_one(f"{prefix}-{i}@example.com")) for i in range(c))
+        *(asyncio.create_task(_start_one(memory, f"{prefix}-{i}@example.com")) for i in range(c))
     )
     result.start_wall += time.perf_counter() - t0
     result.sessions += c
@@ -274,18 +267,17 @@ async def run_round(result: LevelResult, round_no: int, turns: int) -> None:
     result.turns += c * turns
 
     for _, call, _ in started:  # the write-behind backlog after the last reply
-        await call.memory.flush(60)
+        await call.writer.flush(60)
     for session, call, _ in started:
         await call.aclose()
         await session.aclose()
-        result.written += call.memory.stored_count
-        result.spooled += call.memory.spooled_count
-    await _spool_drained()  # what could not be written in time is in the store now too
+        result.written += call.writer.stored_count
+        result.spooled += call.writer.spooled_count
+    await _spool_drained(memory.spool)  # what could not be written in time is stored now too
     result.drain_wall += time.perf_counter() - t2
 
 
-async def _spool_drained(timeout: float = 120.0) -> None:
-    spool = default_spool()
+async def _spool_drained(spool: MemorySpool, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while spool.has_pending or list(spool.directory.glob("*.jsonl")):
         if time.monotonic() > deadline:
@@ -294,7 +286,9 @@ async def _spool_drained(timeout: float = 120.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def run_level(backend: str, concurrency: int, turns: int, min_sessions: int) -> LevelResult:
+async def run_level(
+    memory: CallerMemory, backend: str, concurrency: int, turns: int, min_sessions: int
+) -> LevelResult:
     result = LevelResult(backend, concurrency)
     counter = _Counter()
     session_logger = logging.getLogger(SESSION_LOGGER)
@@ -305,7 +299,7 @@ async def run_level(backend: str, concurrency: int, turns: int, min_sessions: in
     try:
         with GcPauses() as pauses:
             for round_no in range(max(1, math.ceil(min_sessions / concurrency))):
-                await run_round(result, round_no, turns)
+                await run_round(memory, result, round_no, turns)
     finally:
         result.lag = await meter.stop()
         session_logger.removeHandler(counter)
@@ -331,48 +325,42 @@ async def run_backend(
 ) -> list[LevelResult]:
     results: list[LevelResult] = []
     for concurrency in config.concurrency:
-        store: MemoryStore
-        if backend == SQLITE:
-            store = SQLiteMemoryStore(workdir / f"sessions-{concurrency}.sqlite3")
-        else:
-            if config.pg_dsn:
-                dsn, settings = config.pg_dsn, None
-                await _truncate(dsn)
-            else:
-                assert cluster is not None
-                from bench.pg_cluster import create_migrated_database
-
-                name = await asyncio.to_thread(
-                    create_migrated_database, cluster, f"bench_sessions_{concurrency}"
-                )
-                dsn, settings = cluster.dsn(name, user="authenticator"), {"role": "service_role"}
-            store = PostgresMemoryStore(dsn, server_settings=settings)
-        previous = storage.set_store(store)
-        try:
+        async with _level_store(backend, config, workdir, cluster, concurrency) as store:
+            memory = benchmark_memory(store, workdir / f"{backend}-{concurrency}")
             await _warm(store)
             print(
                 f"{BACKEND_LABELS[backend]}: {concurrency} concurrent sessions ...",
                 file=sys.stderr,
                 flush=True,
             )
-            results.append(await run_level(backend, concurrency, config.turns, config.min_sessions))
-        finally:
-            storage.set_store(previous)
-            await store.aclose()
+            results.append(
+                await run_level(memory, backend, concurrency, config.turns, config.min_sessions)
+            )
     return results
 
 
-async def _truncate(dsn: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await conn.execute(
-            "TRUNCATE caller_memory.memories, caller_memory.erasures, public.profiles "
-            "RESTART IDENTITY CASCADE"
-        )
-    finally:
-        await conn.close()
+@asynccontextmanager
+async def _level_store(
+    backend: str,
+    config: Config,
+    workdir: Path,
+    cluster: PostgresCluster | None,
+    concurrency: int,
+) -> AsyncIterator[MemoryStore]:
+    """A fresh store for one level: a new SQLite file, or a new (or emptied) database."""
+    async with AsyncExitStack() as stack:
+        store: MemoryStore
+        if backend == SQLITE:
+            store = SQLiteMemoryStore(workdir / f"sessions-{concurrency}.sqlite3")
+        else:
+            database = await stack.enter_async_context(
+                postgres_database(cluster, config.pg_dsn, f"bench_sessions_{concurrency}")
+            )
+            store = database.store()
+        try:
+            yield store
+        finally:
+            await store.aclose()
 
 
 # ------------------------------------------------------------------------------------------
@@ -426,7 +414,7 @@ def render(
 ) -> str:
     backends = [b for b in BACKENDS if b in results]
     lines = report_head(
-        "Session throughput of one worker process", "bench/session_throughput_benchmark.py", argv
+        "Session throughput of one worker process", "bench.session_throughput_benchmark", argv
     )
     header = ["Concurrent sessions", "Measure", *(BACKEND_LABELS[b] for b in backends)]
     lines.append("| " + " | ".join(header) + " |")
@@ -437,7 +425,7 @@ def render(
             lines.append(f"| {concurrency} | {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
-        f"Each session: `start_caller_session` (new caller: profile created, known memories "
+        f"Each session: `CallerMemory.attach` (new caller: profile created, known memories "
         f"searched), then {config.turns} typed turns back to back (`session.run`, scripted "
         f"LLM, write-behind capture), then hang-up. Levels with fewer than "
         f"{config.min_sessions} sessions are repeated until that many calls were made. "
@@ -471,29 +459,13 @@ class Config:
 
 def parse_args(argv: Sequence[str]) -> Config:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--concurrency",
-        type=positive_int_list,
-        default=list(DEFAULT_CONCURRENCY),
-        help="concurrent sessions per level, comma-separated (default 1,100,500)",
-    )
-    parser.add_argument(
-        "--backends",
-        type=choice_list(BACKENDS, "backends"),
-        default=list(BACKENDS),
-        help="sqlite,postgres (default both)",
-    )
+    add_store_options(parser, concurrency=DEFAULT_CONCURRENCY, concurrent="sessions")
     parser.add_argument("--turns", type=int, default=DEFAULT_TURNS, help="turns per session")
     parser.add_argument(
         "--min-sessions",
         type=int,
         default=DEFAULT_MIN_SESSIONS,
         help="repeat smaller levels until this many sessions were started (default 50)",
-    )
-    parser.add_argument(
-        "--pg-dsn",
-        default=None,
-        help="an existing migrated database to use (its memories and profiles are truncated)",
     )
     ns = parser.parse_args(argv)
     if ns.turns < 1 or ns.min_sessions < 1:
@@ -502,24 +474,18 @@ def parse_args(argv: Sequence[str]) -> Config:
 
 
 @contextmanager
-def _quiet_and_isolated(workdir: Path) -> Iterator[None]:
-    """The spool in a temp dir (not the project's data/); logs kept off the report."""
-    saved_env = os.environ.get("MEMORY_SPOOL_DIR")
-    os.environ["MEMORY_SPOOL_DIR"] = str(workdir / "spool")
-    worker_logger = logging.getLogger("memory_worker")
+def _quiet() -> Iterator[None]:
+    """Logs kept off the report (the session-start warnings are counted, not printed)."""
+    memory_logger = logging.getLogger(SESSION_LOGGER)
     livekit_logger = logging.getLogger("livekit")
-    saved = (worker_logger.propagate, worker_logger.level, livekit_logger.level)
-    worker_logger.propagate = False
-    worker_logger.setLevel(logging.WARNING)
+    saved = (memory_logger.propagate, memory_logger.level, livekit_logger.level)
+    memory_logger.propagate = False
+    memory_logger.setLevel(logging.WARNING)
     livekit_logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        worker_logger.propagate, worker_logger.level, livekit_logger.level = saved
-        if saved_env is None:
-            os.environ.pop("MEMORY_SPOOL_DIR", None)
-        else:
-            os.environ["MEMORY_SPOOL_DIR"] = saved_env
+        memory_logger.propagate, memory_logger.level, livekit_logger.level = saved
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -528,18 +494,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-sessions-")))
-        stack.enter_context(_quiet_and_isolated(workdir))
-        cluster = None
-        if POSTGRES in config.backends and not config.pg_dsn:
-            # imported here: it builds on the test suite's helpers (and so imports pytest)
-            from bench.pg_cluster import ClusterUnavailableError, throwaway_cluster
-
-            print("starting a throwaway PostgreSQL cluster ...", file=sys.stderr, flush=True)
-            try:
-                cluster = stack.enter_context(throwaway_cluster())
-            except ClusterUnavailableError as exc:
-                print(f"cannot benchmark Postgres: {exc}", file=sys.stderr)
-                return 2
+        stack.enter_context(_quiet())
+        try:
+            cluster = throwaway_postgres(stack, config.backends, config.pg_dsn)
+        except ClusterUnavailableError as exc:
+            print(f"cannot benchmark Postgres: {exc}", file=sys.stderr)
+            return 2
 
         async def run_all() -> dict[str, list[LevelResult]]:
             return {

@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/storage_benchmark.py                      # sizes 1,000 and 100,000
-    .venv/bin/python bench/storage_benchmark.py --sizes 1000 --ops 300 --backends sqlite
+    .venv/bin/python -m bench.storage_benchmark                      # sizes 1,000 and 100,000
+    .venv/bin/python -m bench.storage_benchmark --sizes 1000 --ops 300 --backends sqlite
 
 For every size and backend the benchmark builds a fresh store and fills it, in bulk, with one
 measured caller holding `size` memories and `--other-users` other callers (default 20) holding
@@ -17,9 +17,10 @@ very few. The bulk fill bypasses the store (SQLite: `executemany` on the store's
 connection, then a WAL checkpoint; Postgres: `COPY` as the superuser, then `VACUUM ANALYZE` as
 autovacuum would do on a live database, and a `CHECKPOINT`); everything measured goes through
 the worker's real path: `MemoryManager(store)` under `session_user(identity)`, so validation,
-context lookup and (for search) query normalisation are included:
+context lookup and (for search) query normalisation are included (with no cap on a caller's
+utterances, which would otherwise delete the measured caller's oldest rows):
 
-- store (new key): `astore` of a new `utterance_<n>`;
+- store (new key): `astore` of a new utterance, `utterance_<n>`;
 - store (existing key): `astore` replacing an existing key's value;
 - retrieve: `aretrieve` of an existing key (a stable key one time in five);
 - search: `asearch(text, limit=5)` (the recall limit) of 2-5 content words drawn from the same
@@ -30,7 +31,7 @@ Each operation runs `--ops` times (default 1,000) at each concurrency level of `
 short unmeasured warm-up, and stops early at `--max-cell-seconds`. The stores use their
 production defaults: SQLite's 4 threads (WAL, synchronous=NORMAL), Postgres' pool of 1-10
 connections with a 2 s timeout, logged in like Supabase's service role. The throwaway Postgres
-cluster is the test suite's (`bench/pg_cluster.py`: PostgreSQL from the system, fsync off,
+cluster is the test suite's (`bench/workload.py`: PostgreSQL from the system, fsync off,
 unix socket, one new migrated database per size), so no commit waits for the disk on either
 backend (SQLite still syncs at its WAL checkpoints; Postgres never does). `--pg-dsn` points the
 benchmark at an existing migrated database instead (its memories and profiles are truncated).
@@ -57,46 +58,45 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:  # run as a script: make the project's modules importable
-    sys.path.insert(0, str(_ROOT))
+import asyncpg
 
-import asyncpg  # noqa: E402
-
-from bench.report import (  # noqa: E402
+from bench.report import (
     BACKEND_LABELS,
-    BACKENDS,
+    DEFAULT_RECALL_BUDGET_MS,
     POSTGRES,
     SQLITE,
     SQLITE_ENVIRONMENT,
-    choice_list,
+    add_store_options,
+    add_workload_options,
     percentile,
-    positive_int_list,
     ratio,
     report_head,
     report_tail,
 )
-from bench.workload import (  # noqa: E402
+from bench.workload import (
     BASE_TIME,
+    ClusterUnavailableError,
     Vocabulary,
     build_vocabulary,
     bulk_insert,
+    postgres_connection,
+    postgres_database,
     sqlite_timestamp,
+    throwaway_postgres,
 )
-from identity import livekit_identity_to_uuid  # noqa: E402
-from memory_manager import MemoryManager  # noqa: E402
-from memory_recall import DEFAULT_RECALL_BUDGET_MS, RECALL_LIMIT  # noqa: E402
-from session_context import session_user  # noqa: E402
-from storage.base import MemoryStore  # noqa: E402
-from storage.errors import StorageError  # noqa: E402
-from storage.postgres_store import PostgresMemoryStore  # noqa: E402
-from storage.sqlite_store import SQLiteMemoryStore  # noqa: E402
-
-if TYPE_CHECKING:
-    from tests.postgres_fixtures import PostgresCluster
-
+from caller_memory import (
+    MemoryKind,
+    MemoryManager,
+    MemoryStore,
+    StorageError,
+    livekit_identity_to_uuid,
+    session_user,
+)
+from caller_memory.recall.recall import RECALL_LIMIT
+from caller_memory.stores.sqlite import SQLiteMemoryStore
+from caller_memory.testing.postgres import PostgresCluster
 
 STORE_NEW = "store_new"
 STORE_EXISTING = "store_existing"
@@ -124,7 +124,8 @@ MEASURED_IDENTITY = "bench-caller-measured"
 # Data (the words: bench/workload.py)
 # ------------------------------------------------------------------------------------------
 
-# Every caller's stable facts (the keys the capture rules write), the same for everyone.
+# Every caller's stable facts (the keys the capture rules write), the same for everyone; the
+# rest of a caller's memories are utterances.
 STABLE_FACTS: tuple[tuple[str, str, str], ...] = (
     ("PRESENTATION", "preferred_name", "Sam"),
     ("FACT", "name", "Samantha Reyes"),
@@ -162,8 +163,9 @@ QUERY_TEMPLATES = (
     "can you remind me of the {} thing",
 )
 
-# (user_id, category, key, value, updated_at)
-Row = tuple[str, str, str, str, datetime]
+# (user_id, category, key, value, updated_at, kind)
+Row = tuple[str, str, str, str, datetime, MemoryKind]
+FACT, UTTERANCE = MemoryKind.FACT, MemoryKind.UTTERANCE
 
 
 class DataGenerator:
@@ -198,11 +200,14 @@ class DataGenerator:
         """`count` memories: the stable facts, then utterances `utterance_0`, ... ."""
         rows: list[Row] = []
         for i, (category, key, value) in enumerate(STABLE_FACTS[: min(count, len(STABLE_FACTS))]):
-            rows.append((user_id, category, key, value, BASE_TIME - timedelta(days=400 - i)))
+            when = BASE_TIME - timedelta(days=400 - i)
+            rows.append((user_id, category, key, value, when, FACT))
         n_utterances = count - len(rows)
         for n in range(n_utterances):
             when = BASE_TIME - timedelta(seconds=(n_utterances - n) * 60)
-            rows.append((user_id, self.category(), f"utterance_{n}", self.utterance(), when))
+            rows.append(
+                (user_id, self.category(), f"utterance_{n}", self.utterance(), when, UTTERANCE)
+            )
         return rows
 
 
@@ -214,7 +219,8 @@ class Workload:
     measured_user: str
     rows: list[Row]
     user_ids: list[str]
-    # operation -> one argument list per warm-up and per concurrency level
+    # operation -> one argument list per warm-up and per concurrency level: (category, key,
+    # value, kind) to store, (category, key) to retrieve, (text,) to search
     warmup: dict[str, list[tuple[str, ...]]]
     cells: dict[tuple[str, int], list[tuple[str, ...]]]
 
@@ -232,7 +238,7 @@ def build_workload(
     gen = DataGenerator(vocabulary, seed, size)
     measured = livekit_identity_to_uuid(MEASURED_IDENTITY)
     rows = gen.user_rows(measured, size)
-    existing = [(cat, key) for _, cat, key, _, _ in rows]
+    existing = [(cat, key) for _, cat, key, _, _, _ in rows]
     stable = existing[: len(STABLE_FACTS)]
     utterances = existing[len(STABLE_FACTS) :] or stable
     user_ids = [measured]
@@ -246,10 +252,12 @@ def build_workload(
 
     def args(op: str) -> tuple[str, ...]:
         if op == STORE_NEW:
-            return (gen.category(), f"utterance_{next(next_key)}", gen.utterance())
+            return (gen.category(), f"utterance_{next(next_key)}", gen.utterance(), UTTERANCE)
         if op == STORE_EXISTING:
-            category, key = gen.rng.choice(utterances if gen.rng.random() < 0.8 else stable)
-            return (category, key, gen.utterance())
+            said = gen.rng.random() < 0.8
+            category, key = gen.rng.choice(utterances if said else stable)
+            kind = UTTERANCE if said and utterances is not stable else FACT
+            return (category, key, gen.utterance(), kind)
         if op == RETRIEVE:
             return gen.rng.choice(utterances if gen.rng.random() < 0.8 else stable)
         return (gen.query(),)
@@ -270,22 +278,16 @@ async def fill_sqlite(store: SQLiteMemoryStore, workload: Workload) -> None:
             conn,
             [(user_id, None) for user_id in workload.user_ids],
             (
-                (u, c, k, v, sqlite_timestamp(t), sqlite_timestamp(t))
-                for u, c, k, v, t in workload.rows
+                (u, c, k, v, sqlite_timestamp(t), sqlite_timestamp(t), kind)
+                for u, c, k, v, t, kind in workload.rows
             ),
         )
 
     await store._run(fill)
 
 
-async def fill_postgres(admin_dsn: str, workload: Workload, *, truncate: bool) -> None:
-    conn = await asyncpg.connect(admin_dsn, timeout=30)
-    try:
-        if truncate:
-            await conn.execute(
-                "TRUNCATE caller_memory.memories, caller_memory.erasures, public.profiles "
-                "RESTART IDENTITY CASCADE"
-            )
+async def fill_postgres(admin_dsn: str, workload: Workload) -> None:
+    async with postgres_connection(admin_dsn) as conn:
         await conn.copy_records_to_table(
             "profiles",
             schema_name="public",
@@ -305,47 +307,25 @@ async def fill_postgres(admin_dsn: str, workload: Workload, *, truncate: bool) -
                 "kind",
                 "captured_at",
             ],
-            records=(
-                (u, c, k, v, t, t, "utterance" if k.startswith("utterance_") else "fact", t)
-                for u, c, k, v, t in workload.rows
-            ),
+            records=((u, c, k, v, t, t, str(kind), t) for u, c, k, v, t, kind in workload.rows),
         )
         await conn.execute("VACUUM ANALYZE public.profiles, caller_memory.memories")
         await conn.execute("CHECKPOINT")  # measure from a clean state, as with SQLite below
-    finally:
-        await conn.close()
-
-
-async def empty_postgres(admin_dsn: str) -> None:
-    conn = await asyncpg.connect(admin_dsn, timeout=30)
-    try:
-        await conn.execute(
-            "TRUNCATE caller_memory.memories, caller_memory.erasures, public.profiles "
-            "RESTART IDENTITY CASCADE"
-        )
-    finally:
-        await conn.close()
 
 
 async def postgres_server(admin_dsn: str) -> str:
     """The server's version and the settings that decide whether a commit waits on the disk."""
-    conn = await asyncpg.connect(admin_dsn, timeout=30)
-    try:
+    async with postgres_connection(admin_dsn) as conn:
         version = await conn.fetchval("SHOW server_version")
         fsync = await conn.fetchval("SHOW fsync")
         sync_commit = await conn.fetchval("SHOW synchronous_commit")
-        return f"{version}, fsync={fsync}, synchronous_commit={sync_commit}"
-    finally:
-        await conn.close()
+    return f"{version}, fsync={fsync}, synchronous_commit={sync_commit}"
 
 
 async def postgres_size_mb(admin_dsn: str) -> float:
-    conn = await asyncpg.connect(admin_dsn, timeout=30)
-    try:
+    async with postgres_connection(admin_dsn) as conn:
         size = await conn.fetchval("SELECT pg_total_relation_size('caller_memory.memories')")
-        return float(size) / 1e6
-    finally:
-        await conn.close()
+    return float(size) / 1e6
 
 
 # ------------------------------------------------------------------------------------------
@@ -369,11 +349,11 @@ class Cell:
 
     @property
     def p50(self) -> float:
-        return percentile(sorted(self.latencies_ms), 50)
+        return percentile(self.latencies_ms, 50)
 
     @property
     def p99(self) -> float:
-        return percentile(sorted(self.latencies_ms), 99)
+        return percentile(self.latencies_ms, 99)
 
     @property
     def mean(self) -> float:
@@ -393,7 +373,7 @@ def operation_call(
     manager: MemoryManager, op: str, counter: list[int]
 ) -> Callable[[tuple[str, ...]], Awaitable[Any]]:
     if op in (STORE_NEW, STORE_EXISTING):
-        return lambda a: manager.astore(a[0], a[1], a[2])
+        return lambda a: manager.astore(a[0], a[1], a[2], kind=a[3])
     if op == RETRIEVE:
         return lambda a: manager.aretrieve(a[0], a[1])
 
@@ -437,7 +417,7 @@ async def run_cell(
 async def measure_store(
     store: MemoryStore, workload: Workload, concurrency: Sequence[int], max_seconds: float
 ) -> dict[tuple[str, int], Cell]:
-    manager = MemoryManager(store)
+    manager = MemoryManager(store, max_utterances=None)  # the cap would delete the workload
     cells: dict[tuple[str, int], Cell] = {}
     # The workload's hundreds of thousands of rows would make every full garbage collection
     # a pause of tens of ms inside some measured operation: set them aside while measuring.
@@ -567,39 +547,15 @@ async def _bench_postgres(
     config: Config, results: Results, workload: Workload, cluster: PostgresCluster | None
 ) -> None:
     size = workload.size
-    name = f"bench_{size}"
-    if config.pg_dsn:
-        admin_dsn = store_dsn = config.pg_dsn
-        settings: dict[str, str] = {}
-    elif cluster is not None:
-        from bench.pg_cluster import create_migrated_database
-
-        await asyncio.to_thread(create_migrated_database, cluster, name)
-        admin_dsn = cluster.dsn(name)
-        store_dsn = cluster.dsn(name, user="authenticator")
-        settings = {"role": "service_role"}  # what Supabase's service key gets
-    else:
-        raise ValueError("benchmarking Postgres needs a cluster or --pg-dsn")
-    try:
+    async with postgres_database(cluster, config.pg_dsn, f"bench_{size}") as database:
         if results.postgres_server is None:
-            results.postgres_server = await postgres_server(admin_dsn)
+            results.postgres_server = await postgres_server(database.admin_dsn)
         _progress(POSTGRES, size, "filling")
         started = time.perf_counter()
-        await fill_postgres(admin_dsn, workload, truncate=bool(config.pg_dsn))
+        await fill_postgres(database.admin_dsn, workload)
         results.fill_seconds[(POSTGRES, size)] = time.perf_counter() - started
-        store = PostgresMemoryStore(store_dsn, server_settings=settings)
-        await _measure_into(config, results, POSTGRES, store, workload)
-        results.size_mb[(POSTGRES, size)] = await postgres_size_mb(admin_dsn)
-    finally:
-        if config.pg_dsn:
-            await empty_postgres(admin_dsn)
-        elif cluster is not None:
-            await asyncio.to_thread(
-                cluster.psql,
-                f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-                dbname="postgres",
-                single_transaction=False,
-            )
+        await _measure_into(config, results, POSTGRES, database.store(), workload)
+        results.size_mb[(POSTGRES, size)] = await postgres_size_mb(database.admin_dsn)
 
 
 def _sqlite_size_mb(path: Path) -> float:
@@ -634,7 +590,7 @@ def render(config: Config, results: Results, total_seconds: float) -> str:
     backends = config.backends
     both = SQLITE in backends and POSTGRES in backends
     lines = report_head(
-        "Storage benchmark: SQLite vs Postgres", "bench/storage_benchmark.py", config.argv
+        "Storage benchmark: SQLite vs Postgres", "bench.storage_benchmark", config.argv
     )
     out = lines.append
     share = config.other_share
@@ -738,12 +694,15 @@ def parse_args(argv: Sequence[str]) -> Config:
     parser = argparse.ArgumentParser(
         description="Store, retrieve and search latency and throughput, SQLite vs Postgres."
     )
-    parser.add_argument(
-        "--sizes",
-        type=positive_int_list,
-        default=list(DEFAULT_SIZES),
-        help="memories of the measured caller, comma-separated (default: 1000,100000)",
+    add_workload_options(
+        parser,
+        sizes=DEFAULT_SIZES,
+        others="other-users",
+        other_count=DEFAULT_OTHER_USERS,
+        other_share=DEFAULT_OTHER_SHARE,
+        seed=DEFAULT_SEED,
     )
+    add_store_options(parser, concurrency=DEFAULT_CONCURRENCY, concurrent="tasks sharing the store")
     parser.add_argument(
         "--ops",
         type=int,
@@ -751,48 +710,14 @@ def parse_args(argv: Sequence[str]) -> Config:
         help=f"operations per measurement (default: {DEFAULT_OPS})",
     )
     parser.add_argument(
-        "--backends",
-        type=choice_list(BACKENDS, "backends"),  # always SQLite first, for the ratio columns
-        default=list(BACKENDS),
-        help="comma-separated: sqlite, postgres (default: both)",
-    )
-    parser.add_argument(
-        "--concurrency",
-        type=positive_int_list,
-        default=list(DEFAULT_CONCURRENCY),
-        help="concurrent tasks, comma-separated (default: 1,16)",
-    )
-    parser.add_argument(
-        "--other-users",
-        type=int,
-        default=DEFAULT_OTHER_USERS,
-        help=f"other callers in the store (default: {DEFAULT_OTHER_USERS})",
-    )
-    parser.add_argument(
-        "--other-share",
-        type=float,
-        default=DEFAULT_OTHER_SHARE,
-        help="each other caller's memories as a share of the measured "
-        f"caller's (default: {DEFAULT_OTHER_SHARE})",
-    )
-    parser.add_argument(
         "--max-cell-seconds",
         type=float,
         default=DEFAULT_MAX_CELL_SECONDS,
         help=f"stop a measurement early after this long (default: {DEFAULT_MAX_CELL_SECONDS:g})",
     )
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument(
-        "--pg-dsn",
-        default=None,
-        help="use this migrated database (as its owner) instead of a throwaway "
-        "cluster; its memories and profiles are TRUNCATED",
-    )
     ns = parser.parse_args(list(argv))
     if ns.ops < 1:
         parser.error("--ops must be at least 1")
-    if ns.other_users < 0 or ns.other_share < 0:
-        parser.error("--other-users and --other-share must not be negative")
     return Config(
         sizes=ns.sizes,
         ops=ns.ops,
@@ -811,17 +736,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
     with ExitStack() as stack:
-        cluster = None
-        if POSTGRES in config.backends and not config.pg_dsn:
-            # imported here: it builds on the test suite's helpers (and so imports pytest)
-            from bench.pg_cluster import ClusterUnavailableError, throwaway_cluster
-
-            print("starting a throwaway PostgreSQL cluster ...", file=sys.stderr, flush=True)
-            try:
-                cluster = stack.enter_context(throwaway_cluster())
-            except ClusterUnavailableError as exc:
-                print(f"cannot benchmark Postgres: {exc}", file=sys.stderr)
-                return 2
+        try:
+            cluster = throwaway_postgres(stack, config.backends, config.pg_dsn)
+        except ClusterUnavailableError as exc:
+            print(f"cannot benchmark Postgres: {exc}", file=sys.stderr)
+            return 2
         results = asyncio.run(run_benchmark(config, cluster))
     print(render(config, results, time.perf_counter() - started))
     return 0

@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/turn_latency_benchmark.py                   # 100, 10,000, 100,000
-    .venv/bin/python bench/turn_latency_benchmark.py --sizes 100,10000 --turns 100
+    .venv/bin/python -m bench.turn_latency_benchmark                   # 100, 10,000, 100,000
+    .venv/bin/python -m bench.turn_latency_benchmark --sizes 100,10000 --turns 100
 
 `Agent.on_user_turn_completed` is awaited between the end of the caller's speech and the
 reply, and livekit-agents times it itself (`time.perf_counter()` around the await, in
@@ -25,16 +25,19 @@ synchronous=NORMAL, the production defaults) in bulk, through the store's own co
   0.2, so the others together hold 4 x N rows): the caller is one among many, and every index
   holds other people's data. They have the same stable keys with other values.
 
-Then each hook variant gets its own copy of that file and real `AgentSession`s: livekit-agents'
-real audio-recognition path (`FakeAudioInput` frames -> `FakeSTT` -> STT turn detection ->
-`on_user_turn_completed` -> `FakeScriptedLLM` reply; no VAD, no TTS, default preemptive
-generation), each started by `voice_session.start_caller_session` exactly as the worker starts
-a caller. The `--turns` measured spoken turns (the same sentences for every variant) are spread
-over `--calls` calls (sessions) per variant, and the calls rotate between the variants (ours,
-summary, summary + recall; then summary, summary + recall, ours; ...) so that a change in the
-machine's load hits every variant alike. Each variant's first call starts with `--warmup`
-unmeasured turns (connections, pages, code paths; in production the store is process-wide
-and outlives calls, as it does here). The turns: ~30% about the caller's stable facts
+Then each hook variant gets its own copy of that file, its own `CallerMemory` on it (every
+setting at its default, whatever the environment says, except that the per-caller cap on
+utterances is off: it would delete the caller's oldest rows) and real `AgentSession`s:
+livekit-agents' real audio-recognition path (`FakeAudioInput` frames -> `FakeSTT` -> STT turn
+detection -> `on_user_turn_completed` -> `FakeScriptedLLM` reply; no VAD, no TTS, default
+preemptive generation), each started by `CallerMemory.attach` exactly as the worker starts a
+caller, with a `MemoryAgent` that greets first. The `--turns` measured spoken turns (the
+same sentences for every variant) are spread over `--calls` calls (sessions) per variant, and
+the calls rotate between the variants (ours, summary, summary + recall; then summary,
+summary + recall, ours; ...) so that a change in the machine's load hits every variant alike.
+Each variant's first call starts with `--warmup` unmeasured turns (connections, pages, code
+paths; in production the memory and its store are process-wide and outlive calls, as they
+do here). The turns: ~30% about the caller's stable facts
 ("What's my favourite colour again?", "I took Biscuit to the beach this morning"), ~50%
 everyday chatter from the same frames and vocabulary as the stored utterances, ~20% small
 talk ("Okay.", "Yeah, thanks."). Each turn waits for its reply, then for the caller's pending
@@ -43,9 +46,10 @@ again).
 
 Variants:
 
-- **ours**: `CompanionAgent` as in production: budgeted recall (`memory_recall.recall`, in
-  the session's context, on the store's thread pool; default 50 ms budget), a context edit only
-  when something was recalled, then a non-blocking `SessionMemory.capture`.
+- **ours**: `MemoryAgent`'s hook as in production: budgeted recall (`recall.recall`, started
+  at the final transcript, in the session's context, on the store's thread pool; default 50 ms
+  budget), a context edit only when something was recalled, then a non-blocking
+  `CaptureWriter.capture`.
 - **summary**: the design summary's hook: categorise the message and store it as
   `user_input_<ms>` with a blocking call on the event loop thread, no recall. The store is the
   same SQLite file, but every operation runs inline on the calling thread
@@ -90,48 +94,44 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:  # run as a script: make the project's modules importable
-    sys.path.insert(0, str(_ROOT))
+from livekit.agents import __version__ as livekit_agents_version
+from livekit.agents import llm
 
-from livekit.agents import __version__ as livekit_agents_version  # noqa: E402
-from livekit.agents import llm  # noqa: E402
-
-import storage  # noqa: E402
-import voice_session  # noqa: E402
-from bench.report import (  # noqa: E402
+import caller_memory.voice.caller as caller_session_module
+from bench.report import (
+    DEFAULT_RECALL_BUDGET_MS,
     SQLITE_ENVIRONMENT,
+    add_workload_options,
     choice_list,
     percentile,
-    positive_int_list,
     ratio,
     report_head,
     report_tail,
 )
-from bench.workload import (  # noqa: E402
+from bench.workload import (
     BASE_TIME,
+    BenchAgent,
     MemoryRow,
     Vocabulary,
+    benchmark_memory,
     build_vocabulary,
     bulk_insert,
     sqlite_timestamp,
 )
-from companion import CompanionAgent  # noqa: E402
-from identity import livekit_identity_to_uuid  # noqa: E402
-from memory_capture import categorize  # noqa: E402
-from memory_manager import memory_manager  # noqa: E402
-from memory_recall import (  # noqa: E402
-    BLOCK_PREAMBLE,
-    BLOCK_START,
-    DEFAULT_RECALL_BUDGET_MS,
-    RECALL_LIMIT,
-    memory_block,
-    without_repeats,
+from caller_memory import CallerMemory, CallerSession, MemoryKind, livekit_identity_to_uuid
+from caller_memory.capture.rule_based import categorize
+from caller_memory.capture.writer import CaptureWriter
+from caller_memory.recall.block import BLOCK_PREAMBLE, BLOCK_START, memory_block
+from caller_memory.recall.recall import RECALL_LIMIT, without_repeats
+from caller_memory.stores.sqlite import SQLiteMemoryStore
+from caller_memory.testing import (
+    FakeAudioInput,
+    FakeScriptedLLM,
+    FakeSTT,
+    spoken_session,
+    start_caller,
+    user_texts,
 )
-from storage.sqlite_store import SQLiteMemoryStore  # noqa: E402
-from tests.fakes import FakeAudioInput, FakeScriptedLLM, FakeSTT, user_texts  # noqa: E402
-from tests.session_harness import spoken_session, start_in_own_task  # noqa: E402
-from voice_session import CallerSession  # noqa: E402
 
 T = TypeVar("T")
 
@@ -287,11 +287,12 @@ class TextGenerator:
 def caller_rows(
     gen: TextGenerator, user_id: str, count: int, facts: Sequence[tuple[str, str, str]]
 ) -> Iterator[MemoryRow]:
-    """(user_id, category, key, value, created_at, updated_at) rows of one caller, lazily."""
+    """(user_id, category, key, value, created_at, updated_at, kind) rows of one caller,
+    lazily: its facts, then its utterances."""
     facts = facts[: min(count, len(facts))]
     for i, (category, key, value) in enumerate(facts):
         when = sqlite_timestamp(BASE_TIME - timedelta(days=400 - i))
-        yield (user_id, category, key, value, when, when)
+        yield (user_id, category, key, value, when, when, MemoryKind.FACT)
     n_utterances = count - len(facts)
     for n in range(n_utterances):
         when_dt = BASE_TIME - timedelta(seconds=(n_utterances - n) * 90)
@@ -300,14 +301,14 @@ def caller_rows(
         key = f"utterance_{ms}_{hashlib.sha1(f'{n}:{text}'.encode()).hexdigest()[:8]}"
         category = frame_category(frame, text)
         when = sqlite_timestamp(when_dt)
-        yield (user_id, category, key, text, when, when)
+        yield (user_id, category, key, text, when, when, MemoryKind.UTTERANCE)
 
 
 _FRAME_CATEGORIES: dict[str, str] = {}
 
 
 def frame_category(frame: str, text: str) -> str:
-    """The capture's category (`memory_capture.categorize`) of the frame's first utterance.
+    """The capture's category (`rule_based.categorize`) of the frame's first utterance.
 
     Categorising every one of 500,000 utterances would double the fill time; the category
     only breaks ties in search ranking, and it is the frame's wording that decides it.
@@ -395,11 +396,12 @@ class LoopBlockingSQLiteStore(SQLiteMemoryStore):
         return self._run_sync(fn)
 
 
-class SummaryAgent(CompanionAgent):
+class SummaryAgent(BenchAgent):
     """The design summary's hook: categorise the message, store it with a blocking call.
 
-    Everything else (instructions, greeting, tools) is the production agent's. Runs with
-    `LoopBlockingSQLiteStore` installed, so each store call blocks the event loop.
+    Everything else (instructions, greeting, tools) is the production agent's. Runs on a
+    memory whose store is a `LoopBlockingSQLiteStore`, so each store call blocks the event
+    loop.
     """
 
     recall_in_hook = False
@@ -408,16 +410,18 @@ class SummaryAgent(CompanionAgent):
         self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
     ) -> None:
         text = new_message.text_content
-        if not text:
+        caller = self.caller
+        if not text or caller is None:
             return
+        manager = caller.memory.manager
         if self.recall_in_hook:
-            found = await memory_manager.asearch(text, limit=RECALL_LIMIT)
+            found = await manager.asearch(text, limit=RECALL_LIMIT)
             memories = without_repeats(found, [*user_texts(turn_ctx), text])
             if memories:
                 turn_ctx.add_message(role="assistant", content=memory_block(memories))
         # [MEMORY CATEGORIZATION] ... then [MEMORY STORED] [INTEREST] user_input_<ms> = text
         category = categorize(text)
-        await memory_manager.astore(category, f"user_input_{int(time.time() * 1000)}", text)
+        await manager.astore(category, f"user_input_{int(time.time() * 1000)}", text)
 
 
 class SummaryRecallAgent(SummaryAgent):
@@ -426,8 +430,8 @@ class SummaryRecallAgent(SummaryAgent):
     recall_in_hook = True
 
 
-AGENT_CLASSES: dict[str, type[CompanionAgent]] = {
-    OURS: CompanionAgent,
+AGENT_CLASSES: dict[str, type[BenchAgent]] = {
+    OURS: BenchAgent,
     SUMMARY: SummaryAgent,
     SUMMARY_RECALL: SummaryRecallAgent,
 }
@@ -438,15 +442,12 @@ STORE_CLASSES: dict[str, type[SQLiteMemoryStore]] = {
 }
 
 
-@contextlib.contextmanager
-def agent_class(cls: type[CompanionAgent]) -> Iterator[None]:
-    """Make `start_caller_session` build `cls` instead of `CompanionAgent`."""
-    original = voice_session.CompanionAgent
-    voice_session.CompanionAgent = cls  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        voice_session.CompanionAgent = original  # type: ignore[misc]
+def variant_memory(variant: str, path: Path, work_dir: Path) -> CallerMemory:
+    """The memory of `variant`'s calls: on the store file `path`, with the store class of the
+    variant, no cap on the caller's utterances (it would delete the caller's oldest rows, the
+    very data measured) and its own spool in `work_dir`."""
+    store = STORE_CLASSES[variant](path)
+    return benchmark_memory(store, work_dir / path.stem, max_utterances_per_caller=0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -455,7 +456,7 @@ def agent_class(cls: type[CompanionAgent]) -> Iterator[None]:
 
 
 class _RecallMisses(logging.Handler):
-    """Counts `memory_recall`'s "budget ran out" warnings."""
+    """Counts recall's "budget ran out" warnings."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -547,21 +548,21 @@ async def _wait_for_reply(replies: list[str], event: asyncio.Event, text: str) -
 
 async def run_call(
     variant: str,
-    store: SQLiteMemoryStore,
+    memory: CallerMemory,
     texts: Sequence[str],
     *,
     warmup: int = 0,
     gap_s: float = DEFAULT_GAP_MS / 1000,
-    agent_cls: type[CompanionAgent] | None = None,
+    agent_cls: type[BenchAgent] | None = None,
 ) -> tuple[list[Turn], float]:
-    """One call of the caller on `store`: speak `texts`, the first `warmup` unmeasured.
+    """One call of the caller, attached to `memory`: speak `texts`, the first `warmup`
+    unmeasured.
 
-    Returns the measured turns and the call's wall time. `store` is installed as the
-    process-wide store for the call and left open (the worker's store outlives its calls).
+    Returns the measured turns and the call's wall time. `memory` (and its store) is left
+    open: the worker's memory outlives its calls.
     """
-    previous_store = storage.set_store(store)
     misses = _RecallMisses()
-    recall_logger = logging.getLogger("memory_worker.recall")
+    recall_logger = logging.getLogger("caller_memory.recall")
     previous_level = recall_logger.level
     recall_logger.setLevel(logging.WARNING)
     recall_logger.addHandler(misses)
@@ -587,11 +588,11 @@ async def run_call(
     started_at = time.perf_counter()
     caller: CallerSession | None = None
     try:
-        with agent_class(agent_cls or AGENT_CLASSES[variant]):
-            caller = await start_in_own_task(session, CALLER_IDENTITY)
+        agent = agent_cls or AGENT_CLASSES[variant]
+        caller = await start_caller(memory, session, CALLER_IDENTITY, agent)
         if variant != OURS:
             # The summary's hook is the only writer: no write-behind capture of its turns.
-            await caller.memory.aclose(0.0)
+            await caller.writer.aclose(0.0)
         await _wait_for_reply(replies, reply_event, "greeting")
         for index, text in enumerate(texts):
             n_users, n_requests, n_misses = len(user_messages), len(fake_llm.requests), misses.count
@@ -620,7 +621,7 @@ async def run_call(
             # The caller listens to the reply (seconds, in a real call) before speaking again:
             # this turn's memory writes have landed by then.
             if variant == OURS:
-                await caller.memory.flush()
+                await caller.writer.flush()
             await asyncio.sleep(gap_s)
     finally:
         seconds = time.perf_counter() - started_at
@@ -630,7 +631,6 @@ async def run_call(
         if caller is not None:
             await caller.aclose()
         await session.aclose()
-        storage.set_store(previous_store)
         recall_logger.removeHandler(misses)
         recall_logger.setLevel(previous_level)
     return turns, seconds
@@ -642,7 +642,7 @@ async def run_call(
 
 BREAKDOWN_STAGES: tuple[tuple[str, str, str], ...] = (
     ("hook, total (probe's own clock)", "hook0", "hook1"),
-    ("task spawn: hook -> recall starts (`_in_session`)", "hook0", "recall0"),
+    ("task spawn: hook -> recall starts (not prefetched)", "hook0", "recall0"),
     ("recall start -> store search called (budget, query build)", "recall0", "search0"),
     ("thread hop: search called -> SQL starts in the pool", "search0", "sql0"),
     ("SQL: FTS5 search in the pool thread", "sql0", "sql1"),
@@ -655,11 +655,12 @@ BREAKDOWN_STAGES: tuple[tuple[str, str, str], ...] = (
 
 
 class HookProbe:
-    """Timestamps at each stage of `CompanionAgent.on_user_turn_completed` (ours only).
+    """Timestamps at each stage of `MemoryAgent.on_user_turn_completed` (ours only).
 
     Installed only for the extra calls of `--breakdown`, never during the main table's
     calls: it wraps `recall`, the store's search and `_run_sync`, `memory_block` and
-    `SessionMemory.capture` (a few microseconds of overhead per turn).
+    `CaptureWriter.capture` (a few microseconds of overhead per turn). Recall started at the
+    final transcript, before the hook, is not timed: the hook then only waits for its end.
     """
 
     def __init__(self) -> None:
@@ -670,10 +671,10 @@ class HookProbe:
         if self._current is not None and name not in self._current:
             self._current[name] = time.perf_counter()
 
-    def agent_class(self) -> type[CompanionAgent]:
+    def agent_class(self) -> type[BenchAgent]:
         probe = self
 
-        class ProbedCompanionAgent(CompanionAgent):
+        class ProbedAgent(BenchAgent):
             async def on_user_turn_completed(
                 self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
             ) -> None:
@@ -685,19 +686,17 @@ class HookProbe:
                     probe.records.append(probe._current)
                     probe._current = None
 
-        return ProbedCompanionAgent
+        return ProbedAgent
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        import companion
-        import session_memory
-
         probe = self
-        real_recall = companion.recall
-        real_block = companion.memory_block
+        hook = caller_session_module  # where the hook looks up `recall` and `memory_block`
+        real_recall = hook.recall
+        real_block = hook.memory_block
         real_search = SQLiteMemoryStore.search_memories
         real_run_sync = SQLiteMemoryStore._run_sync
-        real_capture = session_memory.SessionMemory.capture
+        real_capture = CaptureWriter.capture
 
         async def recall(*args: Any, **kwargs: Any) -> Any:
             probe._mark("recall0")
@@ -737,11 +736,11 @@ class HookProbe:
                 probe._mark("capture1")
 
         patches: list[tuple[object, str, Any]] = [
-            (companion, "recall", recall),
-            (companion, "memory_block", block),
+            (hook, "recall", recall),
+            (hook, "memory_block", block),
             (SQLiteMemoryStore, "search_memories", search),
             (SQLiteMemoryStore, "_run_sync", run_sync),
-            (session_memory.SessionMemory, "capture", capture),
+            (CaptureWriter, "capture", capture),
         ]
         saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
         for owner, name, replacement in patches:
@@ -797,23 +796,6 @@ class Results:
     seconds: float = 0.0
 
 
-@contextlib.contextmanager
-def _environment(set_values: dict[str, str], unset: Sequence[str] = ()) -> Iterator[None]:
-    names = [*set_values, *unset]
-    saved = {name: os.environ.get(name) for name in names}
-    for name in unset:
-        os.environ.pop(name, None)
-    os.environ.update(set_values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def _chunks(items: Sequence[str], count: int) -> list[list[str]]:
     """`items` in `count` consecutive chunks of (nearly) equal length."""
     count = max(1, min(count, len(items)))
@@ -835,20 +817,20 @@ async def run_size(
     warm, measured = texts[: config.warmup], texts[config.warmup :]
     chunks = _chunks(measured, config.calls)
     paths = {v: work_dir / f"{v.replace('+', '-')}-{size}.sqlite3" for v in config.variants}
-    stores: dict[str, SQLiteMemoryStore] = {}
+    memories: dict[str, CallerMemory] = {}
     runs = {v: VariantRun(v, size) for v in config.variants}
     before = _caller_rows(template)
     try:
         for variant, path in paths.items():
             shutil.copyfile(template, path)
-            stores[variant] = STORE_CLASSES[variant](path)
+            memories[variant] = variant_memory(variant, path, work_dir)
         for call, chunk in enumerate(chunks):
             shift = call % len(config.variants)
             for variant in config.variants[shift:] + config.variants[:shift]:
                 first = call == 0
                 call_turns, seconds = await run_call(
                     variant,
-                    stores[variant],
+                    memories[variant],
                     [*warm, *chunk] if first else chunk,
                     warmup=len(warm) if first else 0,
                     gap_s=config.gap_ms / 1000,
@@ -860,12 +842,12 @@ async def run_size(
         for variant, path in paths.items():
             runs[variant].stored = _caller_rows(path) - before
         breakdown = None
-        if config.breakdown and OURS in stores:
+        if config.breakdown and OURS in memories:
             probe = HookProbe()
             with probe.installed():
                 probe_turns, _ = await run_call(
                     OURS,
-                    stores[OURS],
+                    memories[OURS],
                     measured,
                     gap_s=config.gap_ms / 1000,
                     agent_cls=probe.agent_class(),
@@ -873,8 +855,8 @@ async def run_size(
             stages = {name: probe.stage_ms(a, b) for name, a, b in BREAKDOWN_STAGES}
             breakdown = Breakdown(size, probe_turns, stages)
     finally:
-        for store in stores.values():
-            await store.aclose()
+        for memory in memories.values():
+            await memory.aclose()
     for path in paths.values():
         path.unlink(missing_ok=True)
     return runs, breakdown
@@ -885,36 +867,32 @@ def run_benchmark(config: Config, *, progress: Callable[[str], None] = print) ->
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="turn-latency-") as tmp:
         work_dir = Path(tmp)
-        # a throwaway spool; the recall budget is production's default
-        with _environment(
-            {"MEMORY_SPOOL_DIR": str(work_dir / "spool")}, unset=["MEMORY_RECALL_BUDGET_MS"]
-        ):
-            for size in config.sizes:
-                load_start = os.getloadavg()[0]
-                template = work_dir / f"template-{size}.sqlite3"
-                fill = fill_store_file(
-                    template,
-                    size=size,
-                    other_callers=config.other_callers,
-                    other_share=config.other_share,
-                    seed=config.seed,
-                )
-                results.fills[size] = fill
+        for size in config.sizes:
+            load_start = os.getloadavg()[0]
+            template = work_dir / f"template-{size}.sqlite3"
+            fill = fill_store_file(
+                template,
+                size=size,
+                other_callers=config.other_callers,
+                other_share=config.other_share,
+                seed=config.seed,
+            )
+            results.fills[size] = fill
+            progress(
+                f"# N={size:,}: filled {fill.rows:,} rows in {fill.seconds:.1f} s "
+                f"({fill.mb:.0f} MB); load average {load_start:.2f}"
+            )
+            runs, breakdown = asyncio.run(run_size(config, size, template, work_dir))
+            template.unlink()
+            results.load[size] = (load_start, os.getloadavg()[0])
+            for variant, run in runs.items():
+                results.runs[(size, variant)] = run
                 progress(
-                    f"# N={size:,}: filled {fill.rows:,} rows in {fill.seconds:.1f} s "
-                    f"({fill.mb:.0f} MB); load average {load_start:.2f}"
+                    f"#   {variant}: p50 {run.p50:.2f} ms, p99 {run.p99:.2f} ms, "
+                    f"{len(run.turns)} turns in {run.calls} calls, {run.seconds:.1f} s"
                 )
-                runs, breakdown = asyncio.run(run_size(config, size, template, work_dir))
-                template.unlink()
-                results.load[size] = (load_start, os.getloadavg()[0])
-                for variant, run in runs.items():
-                    results.runs[(size, variant)] = run
-                    progress(
-                        f"#   {variant}: p50 {run.p50:.2f} ms, p99 {run.p99:.2f} ms, "
-                        f"{len(run.turns)} turns in {run.calls} calls, {run.seconds:.1f} s"
-                    )
-                if breakdown is not None:
-                    results.breakdowns[size] = breakdown
+            if breakdown is not None:
+                results.breakdowns[size] = breakdown
     results.seconds = time.perf_counter() - started
     return results
 
@@ -947,7 +925,7 @@ def target_line(results: Results) -> str | None:
 def render(config: Config, results: Results) -> str:
     lines = report_head(
         "Turn latency: what the memory hook adds to a spoken turn",
-        "bench/turn_latency_benchmark.py",
+        "bench.turn_latency_benchmark",
         config.argv,
     )
     out = lines.append
@@ -1031,11 +1009,13 @@ def parse_args(argv: Sequence[str]) -> Config:
     parser = argparse.ArgumentParser(
         description="LiveKit's on_user_turn_completed_delay: our memory hook vs the summary's."
     )
-    parser.add_argument(
-        "--sizes",
-        type=positive_int_list,
-        default=list(DEFAULT_SIZES),
-        help="memories of the measured caller, comma-separated (default 100,10000,100000)",
+    add_workload_options(
+        parser,
+        sizes=DEFAULT_SIZES,
+        others="other-callers",
+        other_count=DEFAULT_OTHER_CALLERS,
+        other_share=DEFAULT_OTHER_SHARE,
+        seed=DEFAULT_SEED,
     )
     parser.add_argument(
         "--turns", type=int, default=DEFAULT_TURNS, help="measured turns per hook and size"
@@ -1054,15 +1034,12 @@ def parse_args(argv: Sequence[str]) -> Config:
         help="calls (sessions) per hook and size that share the turns (default 4)",
     )
     parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
-    parser.add_argument("--other-callers", type=int, default=DEFAULT_OTHER_CALLERS)
-    parser.add_argument("--other-share", type=float, default=DEFAULT_OTHER_SHARE)
     parser.add_argument(
         "--gap-ms",
         type=float,
         default=DEFAULT_GAP_MS,
         help="pause after each reply, the caller listening (default 30)",
     )
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument(
         "--variants",
         type=choice_list(VARIANTS, "variants"),
@@ -1078,8 +1055,8 @@ def parse_args(argv: Sequence[str]) -> Config:
     large_turns = args.large_turns if args.large_turns is not None else args.turns
     if min(args.turns, large_turns, args.calls) < 1:
         parser.error("--turns, --large-turns and --calls must be at least 1")
-    if args.warmup < 0 or args.other_callers < 0 or args.other_share < 0 or args.gap_ms < 0:
-        parser.error("--warmup, --other-callers, --other-share and --gap-ms must be >= 0")
+    if args.warmup < 0 or args.gap_ms < 0:
+        parser.error("--warmup and --gap-ms must be >= 0")
     return Config(
         sizes=args.sizes,
         turns=args.turns,

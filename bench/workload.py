@@ -1,4 +1,4 @@
-"""The synthetic callers' data the storage and turn-latency benchmarks fill their stores with.
+"""What the benchmarks set up before they measure: the callers' data, the stores, the agent.
 
 - `build_vocabulary()`: a 4,000-word vocabulary with a Zipf(-Mandelbrot) distribution: common
   function words first, then everyday content words, then rarer made-up words, so the
@@ -6,26 +6,56 @@
   from a fixed seed: every benchmark and every run draws from the same words.
 - `bulk_insert()`: profiles and memory rows written in one transaction straight into a
   `SQLiteMemoryStore`'s tables, through the store's own connection (setup, not measured).
+- `throwaway_postgres()` and `postgres_database()`: the Postgres the benchmarks compare with:
+  the test suite's throwaway cluster (`caller_memory.testing.postgres`: PostgreSQL from the
+  system, fsync off, unix socket) with a fresh migrated database per measurement, logged in
+  like Supabase's service role; or, with `--pg-dsn`, an existing migrated database, emptied.
+- `benchmark_memory()` and `BenchAgent`: the `CallerMemory` a benchmark's callers use (its
+  settings given, not read from the environment) and the agent they talk to.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 import sqlite3
-from collections.abc import Iterable
+import sys
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from search_query import STOP_WORDS
+import asyncpg
+
+from bench.report import POSTGRES
+from caller_memory import CallerMemory, MemoryAgent, MemoryKind, MemorySettings, MemoryStore
+from caller_memory.recall.query import STOP_WORDS
+from caller_memory.stores.postgres import PostgresMemoryStore
+from caller_memory.testing.postgres import (
+    ClusterUnavailableError,
+    PostgresCluster,
+    create_migrated_database,
+    throwaway_cluster,
+)
 
 __all__ = [
     "BASE_TIME",
+    "BenchAgent",
+    "ClusterUnavailableError",
     "MemoryRow",
+    "PostgresDatabase",
     "Vocabulary",
+    "benchmark_memory",
     "build_vocabulary",
     "bulk_insert",
+    "postgres_connection",
+    "postgres_database",
     "sqlite_timestamp",
+    "throwaway_postgres",
+    "truncate_postgres",
 ]
 
 VOCABULARY_SIZE = 4_000
@@ -145,8 +175,8 @@ def sqlite_timestamp(when: datetime) -> str:
 
 PROFILES_CREATED = sqlite_timestamp(BASE_TIME - timedelta(days=500))
 
-# (user_id, category, key, value, created_at, updated_at), as the memories table holds them
-MemoryRow = tuple[str, str, str, str, str, str]
+# (user_id, category, key, value, created_at, updated_at, kind), as the memories table holds them
+MemoryRow = tuple[str, str, str, str, str, str, MemoryKind]
 
 
 def bulk_insert(
@@ -157,8 +187,9 @@ def bulk_insert(
     optimize: bool = False,
 ) -> None:
     """Write `profiles` (user id, original identity) and `memories` (user id, category, key,
-    value, created_at, updated_at) in one transaction, then checkpoint the WAL (after
-    `PRAGMA optimize` with `optimize`). Runs on the store's connection, in its thread."""
+    value, created_at, updated_at, kind; captured when last updated) in one transaction, then
+    checkpoint the WAL (after `PRAGMA optimize` with `optimize`). Runs on the store's
+    connection, in its thread."""
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany(
         "INSERT INTO profiles(id, original_identity, is_first_login, created_at, updated_at)"
@@ -167,12 +198,119 @@ def bulk_insert(
     )
     conn.executemany(
         "INSERT INTO memories(user_id, category, key, value, created_at, updated_at, kind, "
-        "captured_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
-        "CASE WHEN ?3 LIKE 'utterance\\_%' ESCAPE '\\' THEN 'utterance' ELSE 'fact' END, "
-        "(julianday(?6) - 2440587.5) * 86400.0)",
-        memories,
+        "captured_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (julianday(?6) - 2440587.5) * 86400.0)",
+        (
+            (u, c, k, v, created, updated, str(kind))
+            for u, c, k, v, created, updated, kind in memories
+        ),
     )
     conn.execute("COMMIT")
     if optimize:
         conn.execute("PRAGMA optimize")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+# ------------------------------------------------------------------------------------------
+# Postgres
+# ------------------------------------------------------------------------------------------
+
+TABLES = "caller_memory.memories, caller_memory.erasures, public.profiles"
+
+
+def throwaway_postgres(
+    stack: ExitStack, backends: Sequence[str], pg_dsn: str | None
+) -> PostgresCluster | None:
+    """A throwaway cluster, entered on `stack`, when `backends` include Postgres and no
+    `--pg-dsn` was given; raises `ClusterUnavailableError` (the message says how to install
+    PostgreSQL) when it cannot start."""
+    if POSTGRES not in backends or pg_dsn:
+        return None
+    print("starting a throwaway PostgreSQL cluster ...", file=sys.stderr, flush=True)
+    return stack.enter_context(throwaway_cluster("memory-bench-pg-"))
+
+
+@asynccontextmanager
+async def postgres_connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """One connection for setup (filling, emptying, reading sizes), closed after."""
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def truncate_postgres(dsn: str) -> None:
+    """Empty the memories, erasures and profiles (the categories keep their seeded rows)."""
+    async with postgres_connection(dsn) as conn:
+        await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+
+
+@dataclass(frozen=True)
+class PostgresDatabase:
+    """One migrated database for one measurement: its owner's DSN (to fill it, measure it)
+    and how the store logs in."""
+
+    admin_dsn: str
+    store_dsn: str
+    server_settings: dict[str, str] | None
+
+    def store(self, **kwargs: Any) -> PostgresMemoryStore:
+        """A store with production defaults (pool 1-10, 2 s timeout) on this database."""
+        return PostgresMemoryStore(self.store_dsn, server_settings=self.server_settings, **kwargs)
+
+
+@asynccontextmanager
+async def postgres_database(
+    cluster: PostgresCluster | None, pg_dsn: str | None, name: str
+) -> AsyncIterator[PostgresDatabase]:
+    """An empty migrated database: `pg_dsn` emptied (and emptied again after), or a new one
+    named `name` on `cluster` (dropped after), where the store logs in as `authenticator` and
+    runs as `service_role`, exactly the rights Supabase's service key gets."""
+    if pg_dsn:
+        await truncate_postgres(pg_dsn)
+        try:
+            yield PostgresDatabase(pg_dsn, pg_dsn, None)
+        finally:
+            await truncate_postgres(pg_dsn)
+        return
+    if cluster is None:
+        raise ValueError("benchmarking Postgres needs a cluster or --pg-dsn")
+    await asyncio.to_thread(create_migrated_database, cluster, name)
+    try:
+        yield PostgresDatabase(
+            cluster.dsn(name), cluster.dsn(name, user="authenticator"), {"role": "service_role"}
+        )
+    finally:
+        await asyncio.to_thread(
+            cluster.psql,
+            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+            dbname="postgres",
+            single_transaction=False,
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# The memory and the agent the benchmarks' callers get
+# ------------------------------------------------------------------------------------------
+
+PERSONA = "You are a warm voice companion. Keep replies short."
+
+
+def benchmark_memory(store: MemoryStore, directory: Path, **settings: Any) -> CallerMemory:
+    """A `CallerMemory` on `store` with its spool in `directory`/spool and every other
+    setting at its default, whatever the environment says (`settings` override by field
+    name, e.g. `max_utterances_per_caller=0`)."""
+    values: dict[str, Any] = {"spool_dir": directory / "spool", **settings}
+    return CallerMemory(store=store, settings=MemorySettings.model_construct(**values))
+
+
+class BenchAgent(MemoryAgent):
+    """The agent of the benchmarks' callers: `MemoryAgent`'s recall, capture and tools, and a
+    greeting first, as the reference worker's agent does."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions=PERSONA)
+
+    async def on_enter(self) -> None:
+        if (caller := self.caller) is not None:
+            caller.greeted(self.session.generate_reply(instructions=caller.greeting_instructions()))

@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh embedded store per test, installed as the process-wide store."""
+"""Shared fixtures: a fresh embedded store per test, and a clean process-wide default memory."""
 
 from __future__ import annotations
 
@@ -7,33 +7,33 @@ from pathlib import Path
 
 import pytest
 
-import storage
-from storage.sqlite_store import SQLiteMemoryStore
+from caller_memory import CallerMemory, MemorySettings, set_default_memory
+from caller_memory.stores.sqlite import SQLiteMemoryStore
 
 pytest_plugins = ["tests.postgres_fixtures", "tests.supabase_fixtures"]
+
+# Variables the reference worker reads besides the memory settings.
+WORKER_VARIABLES = (
+    "LIVEKIT_URL",
+    "LIVEKIT_API_KEY",
+    "LIVEKIT_API_SECRET",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "CONSOLE_USER_IDENTITY",
+)
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No test sees the developer's .env, keys or database, nor another test's store."""
-    for name in (
-        "SUPABASE_URL",
-        "SUPABASE_SERVICE_ROLE_KEY",
-        "SUPABASE_ANON_KEY",
-        "SUPABASE_TIMEOUT_SECONDS",
-        "MEMORY_SPOOL_DIR",
-        "MEMORY_RECALL_BUDGET_MS",
-        "MEMORY_LLM_EXTRACTOR",
-        "DATABASE_URL",
-        "MEMORY_ALLOW_DEFAULT_USER",
-        "IDENTITY_NAMESPACE",
-    ):
+    """No test sees the developer's .env, keys or database, nor another test's memory: the
+    process-wide default memory is built afresh from this test's environment on first use."""
+    for name in (*MemorySettings.variable_names(), *WORKER_VARIABLES):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MEMORY_SQLITE_PATH", str(tmp_path / "memories.sqlite3"))
     monkeypatch.setenv("MEMORY_SPOOL_DIR", str(tmp_path / "spool"))
-    previous = storage.set_store(None)
+    previous = set_default_memory(None)
     yield
-    storage.set_store(previous)
+    set_default_memory(previous)
 
 
 @pytest.fixture
@@ -44,7 +44,16 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteMemoryStore]:
 
 
 @pytest.fixture
-async def installed_sqlite_store(sqlite_store: SQLiteMemoryStore) -> SQLiteMemoryStore:
-    """The SQLite store, installed as the store `memory_manager` and `profiles` use."""
-    storage.set_store(sqlite_store)
-    return sqlite_store
+def memory(sqlite_store: SQLiteMemoryStore) -> CallerMemory:
+    """A `CallerMemory` on the test's SQLite store (settings from the test's environment),
+    installed as the process-wide default, so the module-level API uses it too."""
+    caller_memory = CallerMemory(store=sqlite_store, settings=MemorySettings.load())
+    set_default_memory(caller_memory)
+    return caller_memory
+
+
+@pytest.fixture
+def installed_sqlite_store(memory: CallerMemory) -> SQLiteMemoryStore:
+    """The SQLite store of the default memory (`memory`)."""
+    assert isinstance(memory.store, SQLiteMemoryStore)
+    return memory.store

@@ -115,8 +115,9 @@ class FakeRemoteTrack:
 
 
 class FakeRemoteParticipant:
-    """A participant who joined the room; speaks the current transcription protocol (so the
-    agent publishes transcripts as text streams, not through the legacy packets)."""
+    """A participant who joined the room, active (so `JobContext.wait_for_participant` returns
+    them); speaks the current transcription protocol (so the agent publishes transcripts as
+    text streams, not through the legacy packets)."""
 
     def __init__(
         self,
@@ -129,6 +130,7 @@ class FakeRemoteParticipant:
         self.name = identity
         self.metadata = ""
         self.kind = kind
+        self.state = rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE
         self.attributes: dict[str, str] = {}
         self.track_publications: dict[str, FakeTrackPublication] = {}
         self.disconnect_reason: rtc.DisconnectReason.ValueType | None = None

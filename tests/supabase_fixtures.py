@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from storage.supabase_store import SupabaseMemoryStore
+from caller_memory.stores.supabase import SupabaseMemoryStore
 from tests.postgrest_transport import FAKE_SUPABASE_URL, FakePostgrestTransport, mint_jwt
 
 # What a project set up as README says exposes: Supabase's defaults plus the memory schema.

@@ -1,0 +1,146 @@
+"""`caller-memory`: the operator's command.
+
+    caller-memory check                                    # settings, spool directory, store
+    caller-memory admin list   <identity>
+    caller-memory admin export <identity> [--output FILE]  # JSON: profile + every memory
+    caller-memory admin delete <identity> --yes            # profile and every memory, for good
+
+It reads the settings exactly as the worker does (`load_environment`: the environment, then
+`.env` and `.env.local` in the working directory), validates them the same way, and so acts on
+the store the worker uses. Every command names that store on stderr (backend and file or
+host, never a secret) before doing anything, so an operator sees at once when it is not the
+store they meant. `admin delete` also drops the caller's memories waiting in the spool on this
+machine, and records the erasure in the store, so that no worker writes back anything it
+heard before.
+
+Exit status: 0 done; 1 bad settings, an unusable store or spool, or an invalid identity; 2
+`admin delete` without `--yes`; 3 `admin delete` found nothing of that caller (no profile, no
+memory, nothing spooled) in the named store: nothing was there to delete, which is also what
+an operator sees who points the command at the wrong store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from caller_memory.admin import delete_caller, export_caller
+from caller_memory.identity import validate_identity
+from caller_memory.memory import CallerMemory
+from caller_memory.settings import MemorySettings, SettingsError, load_environment
+from caller_memory.spool import SpoolNotWritableError, check_spool_writable
+from caller_memory.stores.errors import StorageError
+
+PROG = "caller-memory"
+NOTHING_FOUND_EXIT = 3
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+async def _check(memory: CallerMemory) -> int:
+    try:
+        await memory.check()
+    except (SpoolNotWritableError, StorageError) as exc:
+        _say(f"check failed: {exc}")
+        return 1
+    finally:
+        await memory.aclose()
+    print(
+        f"memory store OK ({memory.settings.backend}): {memory.describe()}; spool directory "
+        f"{memory.settings.spool_dir.resolve()} is writable"
+    )
+    return 0
+
+
+async def _admin(memory: CallerMemory, args: argparse.Namespace) -> int:
+    store = memory.describe()
+    try:
+        if args.action == "list":
+            data = await export_caller(memory, args.identity)
+            print(f"user {data['user_uuid']}: {len(data['memories'])} memories")
+            for m in data["memories"]:
+                print(f"  [{m['category']}] {m['key']} = {m['value']}")
+        elif args.action == "export":
+            data = await export_caller(memory, args.identity)
+            text = json.dumps(data, ensure_ascii=False, indent=2)
+            if args.output:
+                await asyncio.to_thread(Path(args.output).write_text, text + "\n", "utf-8")
+                print(f"exported to {args.output}")
+            else:
+                print(text)
+        elif args.action == "delete":
+            done = await delete_caller(memory, args.identity)
+            if not done.found_anything:
+                _say(
+                    f"nothing to delete: {store} holds no profile and no memories of user "
+                    f"{done.user_uuid}, and the spool none; the erasure is recorded"
+                )
+                return NOTHING_FOUND_EXIT
+            what = "the profile and " if done.had_profile else "no profile (there was none) and "
+            print(
+                f"deleted {what}{done.memories} memories of user {done.user_uuid}"
+                + (f", and {done.spooled} spooled memories not yet written" if done.spooled else "")
+                + f", in {store}"
+            )
+        return 0
+    except (StorageError, ValueError) as exc:
+        _say(str(exc))
+        return 1
+    finally:
+        await memory.aclose()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Operate caller memory.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check", help="check the settings, the spool directory and the store")
+    admin = commands.add_parser("admin", help="a caller's data-rights requests")
+    actions = admin.add_subparsers(dest="action", required=True)
+    for name, help_text in (
+        ("list", "list a caller's memories"),
+        ("export", "export a caller's profile and memories as JSON"),
+        ("delete", "delete a caller's profile and every memory, for good"),
+    ):
+        action = actions.add_parser(name, help=help_text)
+        action.add_argument("identity", help="the caller's LiveKit participant identity")
+        if name == "export":
+            action.add_argument("--output", help="write the JSON to this file instead of stdout")
+        if name == "delete":
+            action.add_argument("--yes", action="store_true", help="really delete")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    load_environment()
+    try:
+        settings = MemorySettings.load()
+        if args.command == "admin":
+            validate_identity(args.identity)
+        memory = CallerMemory.from_settings(settings)
+    except (SettingsError, StorageError, ValueError) as exc:
+        _say(str(exc))
+        return 1
+    if args.command == "check":
+        try:
+            # A setting like the others: refused in its one line before the check starts.
+            check_spool_writable(settings.spool_dir)
+        except SpoolNotWritableError as exc:
+            _say(str(exc))
+            return 1
+        _say(f"check of {memory.describe()}")
+        return asyncio.run(_check(memory))
+    if args.action == "delete" and not args.yes:
+        _say("refusing to delete without --yes")
+        return 2
+    _say(f"admin {args.action} in {memory.describe()}")
+    return asyncio.run(_admin(memory, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""`CallerMemory`: one memory service, its settings, store, spool and outage log owned together.
+
+Build one from settings (`CallerMemory.from_settings()`, which reads the environment once) or
+from explicit objects (`CallerMemory(store=..., settings=...)`); two with two stores can live
+in one process. `attach(session, identity=...)` is the one call a LiveKit agent needs per
+caller: it sets the caller in the current context, makes sure their profile exists, wires
+capture of every user message (spoken and typed), recall and the caller-control tools, and
+flushes what is pending when the session closes (or the job shuts down).
+
+The design summary's module-level API (`memory_manager`, `set_session_user`,
+`ensure_profile_exists`) works on a process-wide default memory: `default_memory()`, built
+from the environment on first use, or the one `set_default_memory` installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import AgentSession, llm
+from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTranscribedEvent
+
+from caller_memory import defaults
+from caller_memory.capture.llm_extractor import LLMFactExtractor
+from caller_memory.capture.writer import CaptureWriter
+from caller_memory.context import set_session_user
+from caller_memory.manager import MemoryManager
+from caller_memory.profiles import aensure_profile_exists
+from caller_memory.settings import MemorySettings, default_settings, use_settings
+from caller_memory.spool import MemorySpool, check_spool_writable
+from caller_memory.stores.base import MemoryStore
+from caller_memory.stores.errors import StorageError
+from caller_memory.stores.factory import describe_store, open_store
+from caller_memory.stores.health import CHECK_TIMEOUT_S, check_store
+from caller_memory.stores.outage import OutageLog
+from caller_memory.types import Memory, Profile
+from caller_memory.voice.caller import CallerSession
+from caller_memory.voice.registry import register
+
+logger = logging.getLogger("caller_memory")
+
+PROFILE_TIMEOUT_S = 3.0
+KNOWN_MEMORIES_TIMEOUT_S = 0.5
+KNOWN_MEMORIES_LIMIT = 8
+STARTUP_REPLAY_DELAY_S = 0.05
+
+
+class CallerMemory:
+    """Per-caller long-term memory for LiveKit agents (see module docstring)."""
+
+    def __init__(self, *, store: MemoryStore, settings: MemorySettings | None = None) -> None:
+        """`settings` default to the defaults of every setting (the environment is not read:
+        use `from_settings` for that)."""
+        self.settings = settings if settings is not None else MemorySettings.model_construct()
+        self.store = store
+        self.outage = OutageLog()
+        self.manager = MemoryManager(store, max_utterances=self.settings.max_utterances)
+        self.spool = MemorySpool(
+            self.settings.spool_dir,
+            manager=self.manager,
+            outage=self.outage,
+            namespace=self.settings.identity_namespace,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: MemorySettings | None = None) -> CallerMemory:
+        """The memory `settings` describe (default: read from the environment, once): the
+        store they select, the spool directory and limits they set. Nothing connects yet.
+        Raises `SettingsError` for a malformed setting."""
+        settings = settings if settings is not None else MemorySettings.load()
+        return cls(store=open_store(settings), settings=settings)
+
+    def describe(self) -> str:
+        """Which store this memory uses, for an operator (never a secret)."""
+        if self.settings.backend == "sqlite" and getattr(self.store, "path", None) is not None:
+            return f"the SQLite file {self.store.path.resolve()}"  # type: ignore[attr-defined]
+        return describe_store(self.settings)
+
+    # -- one caller, one session ---------------------------------------------------------------
+
+    async def attach(
+        self,
+        session: AgentSession[Any],
+        *,
+        identity: str,
+        room: rtc.Room | None = None,
+    ) -> CallerSession:
+        """Attach the caller `identity` to `session`, before `session.start`.
+
+        Run it in the task that serves this caller (a job's entrypoint): it sets the caller in
+        the current context (identity -> uuid -> ContextVars), ensures their profile, reads
+        what they told earlier calls, and starts capturing every user message of `session`.
+        Pass `**caller.start_options` to `session.start` (with `room=`), and give the session
+        a `MemoryAgent` (or an agent with `caller.tools`). `room` is not needed: it is
+        accepted so that attaching reads like starting.
+        """
+        del room  # the session's room is passed to `session.start`; see `start_options`
+        # Memories spooled by a process that died (or by this one during an outage) are
+        # replayed in the background, each as its own caller. The first delay must not be 0:
+        # the replayer backs off by doubling it, and 0 doubled stays 0.
+        self.spool.schedule_replay(first_delay=STARTUP_REPLAY_DELAY_S)
+        user_uuid = set_session_user(identity, namespace=self.settings.identity_namespace)
+        logger.info("[SESSION INIT] caller -> UUID: %s", user_uuid)
+        logger.debug("[SESSION INIT] Identity: %s -> UUID: %s", identity, user_uuid)
+        profile, profile_stored = await self._ensure_profile(user_uuid, identity)
+        logger.info(
+            "[SESSION INIT] ✓ Profile ready for user: %s (first login: %s)",
+            user_uuid,
+            profile.is_first_login,
+        )
+        known = await self._known_memories()
+        context = contextvars.copy_context()
+        writer = CaptureWriter(
+            context,
+            manager=self.manager,
+            spool=self.spool,
+            outage=self.outage,
+            queue_max=self.settings.capture_queue_max,
+            fact_extractor=self._fact_extractor(session),
+        )
+        caller = CallerSession(
+            memory=self,
+            session=session,
+            identity=identity,
+            user_uuid=user_uuid,
+            profile=profile,
+            profile_stored=profile_stored,
+            known_memories=known,
+            writer=writer,
+            context=context,
+        )
+        register(caller)
+        _follow_the_session(session, caller)
+        return caller
+
+    def _fact_extractor(self, session: AgentSession[Any]) -> LLMFactExtractor | None:
+        if self.settings.llm_extractor and isinstance(session.llm, llm.LLM):
+            return LLMFactExtractor(session.llm)
+        return None
+
+    async def _ensure_profile(self, user_uuid: str, identity: str) -> tuple[Profile, bool]:
+        """The caller's profile, and whether it is in the store (False: the store did not
+        answer, and the session goes on with a stand-in)."""
+        try:
+            profile = await asyncio.wait_for(
+                aensure_profile_exists(user_uuid, original_identity=identity, store=self.store),
+                PROFILE_TIMEOUT_S,
+            )
+            return profile, True
+        except (TimeoutError, StorageError) as exc:
+            # The caller still gets a conversation; the profile row is created by the first
+            # memory write once the store is back.
+            logger.error(
+                "[SESSION INIT] profile store unavailable, continuing without it: %s", _why(exc)
+            )
+            return Profile(id=user_uuid, original_identity=None, is_first_login=False), False
+
+    async def _known_memories(self) -> list[Memory]:
+        try:
+            return await asyncio.wait_for(
+                self.manager.asearch("", limit=KNOWN_MEMORIES_LIMIT), KNOWN_MEMORIES_TIMEOUT_S
+            )
+        except (TimeoutError, StorageError) as exc:
+            logger.warning("[SESSION INIT] could not load the caller's memories: %s", _why(exc))
+            return []
+
+    # -- operating it --------------------------------------------------------------------------
+
+    async def check(self, *, timeout: float = CHECK_TIMEOUT_S) -> None:
+        """Raise (saying what to do) unless the spool directory can be written and the store
+        answers: `SpoolNotWritableError`, or a `StorageError`."""
+        await asyncio.to_thread(check_spool_writable, self.settings.spool_dir)
+        await check_store(self.store, timeout=timeout)
+
+    async def aclose(self) -> None:
+        """Close the store (its connections or files)."""
+        await self.store.aclose()
+
+
+def _why(exc: BaseException) -> str:
+    # A timeout's own text is empty: say what it was (the store's errors say what to do).
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "the memory store did not answer in time (it is overloaded or unreachable)"
+    return str(exc)
+
+
+def _follow_the_session(session: AgentSession[Any], caller: CallerSession) -> None:
+    """Every caller message of `session` (spoken or typed: typed chat and `session.run`
+    bypass `on_user_turn_completed`) reaches `caller.caller_said`; final transcripts start
+    recall early; when the session closes, and when the job shuts down, what is pending is
+    written. The handlers may run in room-callback tasks that have no caller in context: the
+    caller's own work runs in the session's context regardless."""
+
+    def on_item_added(event: ConversationItemAddedEvent) -> None:
+        item = event.item
+        if isinstance(item, llm.ChatMessage) and item.role == "user":
+            caller.caller_said(item.text_content or "", message_id=item.id)
+
+    def on_transcribed(event: UserInputTranscribedEvent) -> None:
+        if event.is_final and event.transcript.strip():
+            caller.prefetch_recall(event.transcript)
+
+    closing: set[asyncio.Task[bool]] = set()
+
+    def on_close(_event: object) -> None:
+        task = asyncio.get_running_loop().create_task(caller.aclose())
+        closing.add(task)
+        task.add_done_callback(closing.discard)
+
+    session.on("conversation_item_added", on_item_added)
+    session.on("user_input_transcribed", on_transcribed)
+    session.on("close", on_close)
+
+    async def flush_at_shutdown() -> None:
+        await caller.aclose()
+
+    try:
+        from livekit.agents import get_job_context
+
+        get_job_context().add_shutdown_callback(flush_at_shutdown)
+    except RuntimeError:
+        pass  # not in a job (tests, scripts): the session's close flushes
+
+
+# -- the process-wide default ----------------------------------------------------------------------
+
+defaults.register_factory(lambda: CallerMemory.from_settings(default_settings()))
+
+
+def default_memory() -> CallerMemory:
+    """The process-wide memory the design summary's module-level API uses: built from
+    `default_settings()` on first use, unless `set_default_memory` installed one."""
+    return defaults.current()
+
+
+def set_default_memory(memory: CallerMemory | None) -> CallerMemory | None:
+    """Install `memory` as the process-wide default (None: build one from the environment on
+    next use); its settings become the default settings too (the identity namespace, the
+    opt-in default user). Returns the previous default (not closed)."""
+    previous = defaults.replace(memory)
+    use_settings(memory.settings if memory is not None else None)
+    return previous
+
+
+async def attach(
+    session: AgentSession[Any], *, identity: str, room: rtc.Room | None = None
+) -> CallerSession:
+    """`default_memory().attach(...)`."""
+    return await default_memory().attach(session, identity=identity, room=room)

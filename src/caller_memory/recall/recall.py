@@ -1,0 +1,67 @@
+"""Recall inside the voice turn: what the caller said before that bears on what they say now.
+
+Recall runs in `on_user_turn_completed`, between the end of the caller's speech and the
+reply, so it has a hard time budget (`MEMORY_RECALL_BUDGET_MS`, default 50 ms). When the
+budget runs out or the store fails, the reply goes ahead without memories and the miss is
+logged. Memories are handed to the LLM as a delimited block of quoted, caller-provided data,
+never as instructions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Protocol
+
+from caller_memory.stores.errors import StorageError
+from caller_memory.stores.outage import OutageLog
+from caller_memory.types import Memory
+
+logger = logging.getLogger("caller_memory.recall")
+
+RECALL_LIMIT = 5
+
+
+class Searcher(Protocol):
+    """What recall searches with: a `MemoryManager` (the caller is read from the context)."""
+
+    async def asearch(self, query: str, limit: int = ...) -> list[Memory]: ...
+
+
+def normal_text(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+async def recall(
+    message: str,
+    *,
+    manager: Searcher,
+    budget_s: float,
+    outage: OutageLog,
+    exclude: Iterable[str] = (),
+    limit: int = RECALL_LIMIT,
+) -> list[Memory]:
+    """The caller's memories relevant to `message`, within `budget_s` seconds; [] on a miss
+    (the budget ran out, or the store failed: reported to `outage`).
+
+    `exclude` holds texts already in the conversation: a memory that only repeats one of them
+    adds nothing, and leaving the context untouched keeps a preemptive generation valid.
+    """
+    budget = budget_s
+    try:
+        found = await asyncio.wait_for(manager.asearch(message, limit=limit), budget)
+    except TimeoutError:
+        logger.warning("recall skipped: the %.0f ms budget ran out", budget * 1000)
+        return []
+    except StorageError as exc:
+        outage.failed("recall", exc, reading=True)
+        return []
+    outage.succeeded(reading=True)
+    return without_repeats(found, exclude)
+
+
+def without_repeats(memories: Iterable[Memory], exclude: Iterable[str]) -> list[Memory]:
+    """`memories` minus those that only repeat a text of `exclude` (already in the chat)."""
+    seen = {normal_text(text) for text in exclude}
+    return [m for m in memories if normal_text(m.value) not in seen]

@@ -1,0 +1,92 @@
+"""The contract every memory store fulfils (SQLite, Postgres, Supabase).
+
+Stores are deliberately dumb: they take the user uuid as an argument and never look at the
+session context. Deciding *which* user an operation is for is the job of `memory_manager`
+and `profiles`, which read it from the session context and fail closed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol, runtime_checkable
+
+from caller_memory.types import Memory, Profile, WriteOutcome
+
+
+@runtime_checkable
+class MemoryStore(Protocol):
+    """Async storage for profiles and memories, keyed by user uuid."""
+
+    name: str
+
+    async def ensure_profile(self, user_id: str, identity: str | None) -> tuple[Profile, bool]:
+        """Create the profile if missing; return it and whether this call created it."""
+        ...
+
+    async def get_profile(self, user_id: str) -> Profile | None: ...
+
+    async def complete_first_login(self, user_id: str) -> bool:
+        """Flip `is_first_login` to false; True only for the one call that flipped it."""
+        ...
+
+    async def upsert_memory(
+        self,
+        user_id: str,
+        category: str,
+        key: str,
+        value: str,
+        identity: str | None = None,
+        *,
+        kind: str = "fact",
+        captured_at: float | None = None,
+        session_started_at: float | None = None,
+        max_utterances: int | None = None,
+    ) -> WriteOutcome:
+        """Insert or replace `(user_id, category, key)`; creates the profile if missing.
+
+        The write rule, the same in every backend (one SQL function on Postgres and Supabase,
+        one transaction on SQLite), decided atomically with the write:
+
+        - ERASED if the user has an erasure recorded at or after `session_started_at` (the
+          start of the session that captured it; for a write outside a session, its capture
+          time): nothing known before an erasure may be written again, by any writer;
+        - STALE if the stored row of this key was captured after `captured_at`
+          (last writer by capture time wins);
+        - else STORED. With `max_utterances`, the user's oldest utterances beyond that number
+          are then dropped (stable facts are never dropped).
+
+        Times are seconds since the epoch (`time.time()`); `captured_at` defaults to now and
+        `session_started_at` to `captured_at` (see `write_times`).
+        """
+        ...
+
+    async def get_memory(self, user_id: str, category: str, key: str) -> str | None: ...
+
+    async def search_memories(self, user_id: str, query: str, limit: int) -> list[Memory]:
+        """The user's memories most relevant to `query` (recent and important first if empty)."""
+        ...
+
+    async def list_memories(self, user_id: str) -> list[Memory]: ...
+
+    async def delete_memory(self, user_id: str, category: str, key: str) -> bool: ...
+
+    async def delete_user(self, user_id: str, *, erased_at: float | None = None) -> int:
+        """Delete the profile and every memory of the user, and record the erasure at
+        `erased_at` (kept as the latest of all erasures), so that no write from before it can
+        bring anything back; returns memories deleted."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def write_times(captured_at: float | None, session_started_at: float | None) -> tuple[float, float]:
+    """(captured_at, session_started_at) of a write, with the defaults every store applies:
+    captured now, by a session that began when it was captured."""
+    captured = time.time() if captured_at is None else float(captured_at)
+    started = captured if session_started_at is None else float(session_started_at)
+    return captured, started
+
+
+def erasure_time(erased_at: float | None) -> float:
+    """When an erasure happened: `erased_at`, or now."""
+    return time.time() if erased_at is None else float(erased_at)

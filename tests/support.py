@@ -89,3 +89,18 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
     repository root is not importable), plus `overrides`."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return {**env, **overrides}
+
+
+# Eight stable facts more important (category FACT) than any preference or relationship: a
+# caller who holds these besides the fact a test asks about does not have that fact among the
+# memories a session starts knowing (the 8 most important), so only recall can bring it in.
+MORE_IMPORTANT_FACTS: dict[tuple[str, str], str] = {
+    ("FACT", "home_town"): "Leeds",
+    ("FACT", "job"): "nurse",
+    ("FACT", "birthday"): "March 3rd",
+    ("FACT", "diet"): "vegan",
+    ("FACT", "employer"): "the city hospital",
+    ("FACT", "lives_in"): "Bristol",
+    ("FACT", "school"): "Oxford",
+    ("FACT", "age"): "34",
+}

@@ -189,10 +189,12 @@ def _why(exc: BaseException) -> str:
 
 def _follow_the_session(session: AgentSession[Any], caller: CallerSession) -> None:
     """Every caller message of `session` (spoken or typed: typed chat and `session.run`
-    bypass `on_user_turn_completed`) reaches `caller.caller_said`; final transcripts start
-    recall early; when the session closes, and when the job shuts down, what is pending is
-    written. The handlers may run in room-callback tasks that have no caller in context: the
-    caller's own work runs in the session's context regardless."""
+    bypass `on_user_turn_completed`) reaches `caller.caller_said`, once it is committed to
+    the conversation (a discarded preemptive draft's message never is): that is where it is
+    captured, and only there. Final transcripts start recall as early as the text is known.
+    When the session closes, and when the job shuts down, what is pending is written. The
+    handlers may run in room-callback tasks that have no caller in context: the caller's own
+    work runs in the session's context regardless."""
 
     def on_item_added(event: ConversationItemAddedEvent) -> None:
         item = event.item
@@ -201,7 +203,7 @@ def _follow_the_session(session: AgentSession[Any], caller: CallerSession) -> No
 
     def on_transcribed(event: UserInputTranscribedEvent) -> None:
         if event.is_final and event.transcript.strip():
-            caller.prefetch_recall(event.transcript)
+            caller.start_recall(event.transcript)
 
     closing: set[asyncio.Task[bool]] = set()
 

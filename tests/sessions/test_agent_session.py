@@ -50,7 +50,7 @@ from tests.session_harness import (
     start_in_own_task,
     text_session,
 )
-from tests.support import install_memory, outage_errors, sqlite_rows
+from tests.support import MORE_IMPORTANT_FACTS, install_memory, outage_errors, sqlite_rows
 
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
@@ -301,7 +301,8 @@ async def test_spoken_turns_go_through_the_hook_and_are_stored_once(
         BOB: {("RELATIONSHIP", "cat_name"): "Pickles"},
     }
     for identity, facts in earlier.items():
-        await remember_earlier(identity, facts)
+        # with more important facts than a session starts knowing, the pet is left to recall
+        await remember_earlier(identity, {**facts, **MORE_IMPORTANT_FACTS})
     assert all(utterances_of(texts) for texts in spoken.values())  # something to store
 
     both_started = asyncio.Barrier(2)
@@ -357,22 +358,26 @@ async def test_spoken_turns_go_through_the_hook_and_are_stored_once(
         # the hook captured each turn and the conversation listener saw the same message:
         # one write per memory, not two
         assert writes(started) == memory_count(spoken[identity])
-        # recall in the hook put this caller's earlier memory into the reply's context
-        # (the hook's block, not the known-memories block the session starts with)
+        # recall put this caller's earlier memory into the reply's request (recall's block,
+        # not the known-memories block the session starts with)
         requests = result["llm"].requests
         mine = next(iter(earlier[identity].values()))
         theirs = next(iter(earlier[other].values()))
         recalled = [
             t
             for r in requests
-            for t in chat_texts(r, "assistant")
+            for t in chat_texts(r, "system")
             if t.startswith(f"{BLOCK_START}\n{BLOCK_PREAMBLE}\n")
         ]
         assert recalled
         assert all(mine in block for block in recalled)
         assert theirs not in "\n".join(t for r in requests for t in chat_texts(r))
     await spool_settled()
-    assert_store_holds_exactly(installed_sqlite_store.path, spoken, earlier)
+    assert_store_holds_exactly(
+        installed_sqlite_store.path,
+        spoken,
+        {who: {**facts, **MORE_IMPORTANT_FACTS} for who, facts in earlier.items()},
+    )
 
 
 # -- (d) first call vs returning caller ------------------------------------------------------

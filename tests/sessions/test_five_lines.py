@@ -553,13 +553,16 @@ async def second_call_recalls_and_the_tools_act_for_their_caller(
         await hang_up(job)
     await spool_settled(agent.memory)
 
-    # (2) recall: the spoken question's request holds the caller's own answer, and nothing of
-    # the other caller reached anything this caller's model was sent
+    # (2) recall: the spoken question's request holds the caller's own answer, once, in a
+    # memory block (what the session started knowing, which per-turn recall does not repeat,
+    # or recall's), and nothing of the other caller reached anything this caller's model was
+    # sent
     for identity, mine in ((ALICE, "teal"), (BOB, "orange")):
         [asked] = requests_answering(call[identity].llm, QUESTION)
-        recalled = [t for t in chat_texts(asked, "assistant") if t.startswith(RECALLED)]
-        assert len(recalled) == 1, f"{identity}: no recall block in the question's request"
-        assert f'favorite_color: "{mine}"' in recalled[0]
+        memory_blocks = [t for t in chat_texts(asked) if t.startswith(f"{BLOCK_START}\n")]
+        holding = [b for b in memory_blocks if f'favorite_color: "{mine}"' in b]
+        assert len(holding) == 1, f"{identity}: the answer is not in the question's request once"
+        assert "\n".join(chat_texts(asked)).count(f'"{mine}"') == 1
         other = BOB if identity == ALICE else ALICE
         sent = everything_sent(call[identity].llm)
         assert not [w for w in OWN_WORDS[other] if w in sent], identity

@@ -42,7 +42,7 @@ from tests.session_harness import (
     start_in_own_task,
     text_session,
 )
-from tests.support import install_memory, outage_errors, sqlite_rows
+from tests.support import MORE_IMPORTANT_FACTS, install_memory, outage_errors, sqlite_rows
 
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
@@ -78,7 +78,10 @@ def request_for(fake_llm: FakeScriptedLLM, user_text: str) -> llm.ChatContext:
 
 
 def blocks(chat_ctx: llm.ChatContext, start: str) -> list[str]:
-    return [t for t in chat_texts(chat_ctx, "assistant") if t.startswith(start)]
+    # the known memories are part of the agent's context (an assistant message); recall's
+    # block is added to one request only, as a system message before the caller's message
+    role = "system" if start == RECALLED else "assistant"
+    return [t for t in chat_texts(chat_ctx, role) if t.startswith(start)]
 
 
 def user_message(chat_ctx: llm.ChatContext, text: str) -> llm.ChatMessage:
@@ -186,10 +189,13 @@ async def test_a_fact_from_one_call_reaches_the_next_call_of_that_caller_only(
         by_name = GREET_BY_NAME.format(name=f'"{name}"')
         assert f"{RETURNING_GREETING} {by_name}" in chat_texts(greeting, "system")
 
-        # the spoken question: recall put the caller's own answer into that reply's context
+        # the spoken question: the caller's own answer is in that reply's context, once: in
+        # the block of what was known at the start, which per-turn recall does not repeat
         asked = request_for(fake_llm, QUESTION)
-        [recalled] = blocks(asked, RECALLED)
-        assert f'favorite_color: "{mine}"' in recalled
+        [known_then] = blocks(asked, KNOWN)
+        assert f'favorite_color: "{mine}"' in known_then
+        assert blocks(asked, RECALLED) == []
+        assert "\n".join(chat_texts(asked)).count(f'"{mine}"') == 1
 
         # and nothing of the other caller, anywhere in anything this caller's LLM was sent
         everything = "\n".join(t for request in fake_llm.requests for t in chat_texts(request))
@@ -296,11 +302,19 @@ async def test_a_turn_with_nothing_relevant_leaves_the_context_unchanged(
 ) -> None:
     watched = FakeStoreOutage(installed_sqlite_store)  # fails nothing; records every call
     install_memory(watched, recall_budget_ms=2000)  # type: ignore[arg-type]
+    # More than the session starts knowing (its 8 most important memories): the favourite
+    # colour is not among those, so only recall can bring it into the conversation.
     await remember_earlier(
-        ALICE, {("PREFERENCE", "favorite_color"): "teal", ("PRESENTATION", "name"): "Marisol"}
+        ALICE,
+        {
+            ("PREFERENCE", "favorite_color"): "teal",
+            ("PRESENTATION", "name"): "Marisol",
+            **MORE_IMPORTANT_FACTS,
+        },
     )
     fake_llm, fake_stt = FakeScriptedLLM(), FakeSTT()
     call = await start_in_own_task(spoken_session(fake_llm, fake_stt), ALICE)
+    assert "teal" not in [m.value for m in call.known_memories]
 
     # what the hook was given, as it was before and after the hook ran
     seen: dict[str, tuple[list[Entry], list[Entry]]] = {}
@@ -335,7 +349,16 @@ async def test_a_turn_with_nothing_relevant_leaves_the_context_unchanged(
         message = user_message(asked, text)
         assert [entry(i) for i in asked.items if i.id != message.id] == before
         assert blocks(asked, RECALLED) == []
-    # the same session, asked something it does know: the block is added for that turn only
+    # the same session, asked something it does know: the hook still adds nothing (a
+    # preemptive draft stays valid); the block is in that turn's request only, just before
+    # the caller's message, and not in the agent's context the next turns start from
     before, after = seen[QUESTION]
-    assert len(after) == len(before) + 1
-    assert blocks(request_for(fake_llm, QUESTION), RECALLED)
+    assert after == before
+    asked = request_for(fake_llm, QUESTION)
+    message = user_message(asked, QUESTION)
+    position = [i.id for i in asked.items].index(message.id)
+    block = asked.items[position - 1]
+    assert isinstance(block, llm.ChatMessage) and block.role == "system"
+    assert (block.text_content or "").startswith(RECALLED)
+    assert [entry(i) for i in asked.items if i.id not in {message.id, block.id}] == before
+    assert not [t for t in chat_texts(agent.chat_ctx) if t.startswith(RECALLED)]

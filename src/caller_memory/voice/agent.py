@@ -5,15 +5,17 @@ caller `CallerMemory.attach` attached to its session:
 
 - what the caller told it in earlier calls, in its initial context (as quoted data);
 - instructions that say what those memory blocks are and when to use the tools;
-- recall in every caller turn: memories relevant to what the caller just said, within the
-  recall budget, added to that turn's context;
+- recall for every reply (spoken or typed, LiveKit's preemptive draft included): memories
+  relevant to what the caller just said, within the recall budget, in that LLM request only
+  (never in the stored history, so a draft stays valid and nothing is repeated);
 - the caller-control tools (`caller_memory.voice.tools`), next to the agent's own;
 - after the caller is erased during the call, no memory block in any LLM request.
 
 Everything it knows about the caller lives in the session's `CallerSession`, so a handoff to
 another `MemoryAgent` in the same session carries on for the same caller. Attach before you
-construct the agent (the known memories are read then); an agent that overrides
-`on_user_turn_completed` or `llm_node` calls `super()` to keep recall and the erasure guard.
+construct the agent (the known memories are read then); an agent that overrides `llm_node`
+calls `super().llm_node(...)` (or `CallerSession.with_memories`) to keep recall and the
+erasure guard.
 """
 
 from __future__ import annotations
@@ -89,9 +91,11 @@ class MemoryAgent(Agent):
     async def on_user_turn_completed(
         self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
     ) -> None:
+        # Recall starts here at the latest (usually at the final transcript, earlier); the
+        # turn's context is left as it is, so a preemptive draft LiveKit started stays valid.
         caller = self.caller
-        if caller is not None:
-            await caller.recall_into(turn_ctx, new_message)
+        if caller is not None and new_message.text_content:
+            caller.start_recall(new_message.text_content)
 
     async def llm_node(
         self,
@@ -99,8 +103,10 @@ class MemoryAgent(Agent):
         tools: list[llm.Tool],
         model_settings: ModelSettings,
     ) -> AsyncIterable[llm.ChatChunk | str | FlushSentinel]:
+        # Every reply passes here, spoken or typed, preemptive draft or not, and the reply
+        # after a tool call too: the memory block goes into this request only.
         caller = self.caller
         if caller is not None:
-            chat_ctx = await caller.filter_request(chat_ctx)
+            chat_ctx = await caller.with_memories(chat_ctx)
         async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
             yield chunk

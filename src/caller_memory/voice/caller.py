@@ -56,7 +56,7 @@ ERASED_MESSAGE = (
     "remembered. Tell them so if it matters."
 )
 READ_BACK_LIMIT = 30
-PREFETCH_LIMIT = 8
+RECALL_CACHE_SIZE = 16
 SEEN_MESSAGES_LIMIT = 512
 SHUTDOWN_FLUSH_TIMEOUT_S = 5.0
 
@@ -90,7 +90,10 @@ class CallerSession:
         self._context = context
         self._watch_erasure = profile_stored
         self._background: set[asyncio.Task[Any]] = set()
-        self._prefetched: dict[str, asyncio.Task[list[Memory]]] = {}
+        # one recall per caller message, by its text (a draft and the final reply share it)
+        self._recalls: dict[str, asyncio.Task[list[Memory]]] = {}
+        self._known_keys = {(m.category, m.key) for m in known_memories}
+        self.turns_with_memories = 0  # LLM requests that got a memory block
         # Caller messages (spoken or typed) that reached the session: a "forget everything"
         # request is confirmed only by a later one.
         self.caller_turns = 0
@@ -98,8 +101,6 @@ class CallerSession:
         self._forget_all_requested_at: int | None = None
         self._erasing = False
         self.erased = False
-        self._erasure_check: asyncio.Task[bool] | None = None
-        self._erasure_check_turn: str | None = None
         self._closed: asyncio.Future[bool] | None = None
         writer.on_erased(self.memories_erased)
 
@@ -172,63 +173,84 @@ class CallerSession:
         if text and not self.erased:
             self.writer.capture(text, message_id=message_id)
 
-    def _recall(self, text: str) -> Coroutine[Any, Any, list[Memory]]:
-        return recall(
-            text,
-            manager=self.memory.manager,
-            budget_s=self.memory.settings.recall_budget_s,
-            outage=self.memory.outage,
-        )
-
-    def prefetch_recall(self, transcript: str) -> None:
-        """Start recall as soon as a final transcript arrives.
-
-        LiveKit waits for the end of the caller's turn (endpointing) between the final
-        transcript and `on_user_turn_completed`; searching during that wait means the hook
-        usually finds the result ready instead of making the reply wait for it.
-        """
+    def start_recall(self, text: str) -> asyncio.Task[list[Memory]] | None:
+        """Start recall for a caller message as soon as its text is known (the final
+        transcript; typed text on arrival); the same text shares one recall, so a preemptive
+        draft, its retry and the final reply wait on the same search. None when there is
+        nothing to recall (no words, or the caller was erased)."""
         if self.erased:
-            return
-        key = normal_text(transcript)
-        if not key or key in self._prefetched:
-            return
-        self._prefetched[key] = self._spawn(self._recall(transcript))
-        while len(self._prefetched) > PREFETCH_LIMIT:
-            self._prefetched.pop(next(iter(self._prefetched))).cancel()
+            return None
+        key = normal_text(text)
+        if not key:
+            return None
+        task = self._recalls.get(key)
+        if task is None:
+            task = self._spawn(self._recall_turn(text))
+            self._recalls[key] = task
+            while len(self._recalls) > RECALL_CACHE_SIZE:
+                self._recalls.pop(next(iter(self._recalls)))
+        return task
 
-    async def recall_into(self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage) -> None:
-        """Add what the caller said before that bears on `new_message` to this turn's
-        context, within the recall budget; capture the message. Never raises: an exception
-        in `on_user_turn_completed` costs the caller the reply."""
-        text = new_message.text_content
-        if not text or self.erased:
-            return
+    async def _recall_turn(self, text: str) -> list[Memory]:
+        """What the store holds that bears on `text`, within the recall budget ([] on a
+        miss); and, at the same time, whether the caller was erased meanwhile (one indexed
+        read: only an erasure deletes a profile)."""
+        budget = self.memory.settings.recall_budget_s
+        search = recall(
+            text, manager=self.memory.manager, budget_s=budget, outage=self.memory.outage
+        )
+        if not self._watch_erasure:
+            return await search
+        found, gone = await asyncio.gather(
+            search, asyncio.wait_for(self._profile_is_gone(), budget), return_exceptions=True
+        )
+        if gone is True:
+            self.memories_erased()
+            return []
+        if isinstance(gone, BaseException):
+            logger.debug("erasure check skipped: %r", gone)
+        if isinstance(found, BaseException):  # recall() itself never raises but on cancel
+            raise found
+        return found
+
+    async def with_memories(self, chat_ctx: llm.ChatContext) -> llm.ChatContext:
+        """The context to send to the LLM for one reply: `chat_ctx` with what the caller said
+        before that bears on their last message, as a quoted memory block placed just before
+        it; after an erasure, `chat_ctx` without any memory block. The block goes into this
+        request only, never into the agent's context or the stored history, so LiveKit's
+        preemptive draft stays valid and nothing is repeated in later turns. Memories already
+        in the initial context (known at the start) or said in this conversation are left
+        out. Never raises: a miss costs the reply its memories, not the reply."""
         try:
+            index, text = _last_caller_message(chat_ctx)
+            found: list[Memory] = []
+            if text:
+                task = self.start_recall(text)
+                if task is not None:
+                    found = await asyncio.shield(task)
+            if self.erased:
+                return without_memories(chat_ctx)
             said = [
                 item.text_content or ""
-                for item in turn_ctx.items
+                for item in chat_ctx.items
                 if isinstance(item, llm.ChatMessage) and item.role == "user"
             ]
-            prefetched = self._prefetched.pop(normal_text(text), None)
-            for stale in self._prefetched.values():  # transcripts this turn did not keep
-                stale.cancel()
-            self._prefetched.clear()
-            found = await (prefetched or self._in_session(self._recall(text)))
-            memories = without_repeats(found, [*said, text])
-            if memories and not self.erased:
-                # Only touch the context when there is something to add: an edit invalidates
-                # a preemptive generation.
-                turn_ctx.add_message(role="assistant", content=memory_block(memories))
+            memories = [
+                m
+                for m in without_repeats(found, said)
+                if (m.category, m.key) not in self._known_keys
+            ]
         except Exception:
             logger.exception("recall failed; replying without memories")
-        if not self.erased:
-            self.writer.capture(text, message_id=new_message.id)
-
-    async def filter_request(self, chat_ctx: llm.ChatContext) -> llm.ChatContext:
-        """What an LLM request may hold: after an erasure, no memory block (wherever a copy
-        of one still sits, e.g. the context livekit copied before a tool ran)."""
-        await self._notice_erasure(_last_caller_message(chat_ctx))
-        return without_memories(chat_ctx) if self.erased else chat_ctx
+            return without_memories(chat_ctx) if self.erased else chat_ctx
+        if not memories or index is None:
+            return chat_ctx
+        request = chat_ctx.copy()
+        request.items.insert(
+            index, llm.ChatMessage(role="system", content=[memory_block(memories)])
+        )
+        self.turns_with_memories += 1
+        return request
 
     # -- erasure -------------------------------------------------------------------------------
 
@@ -241,9 +263,9 @@ class CallerSession:
         self.erased = True
         self.known_memories = []
         self._forget_all_requested_at = None
-        for task in self._prefetched.values():
+        for task in self._recalls.values():
             task.cancel()
-        self._prefetched.clear()
+        self._recalls.clear()
         logger.info("caller %s erased during the session: memories dropped", self.user_uuid)
         self._spawn(self._drop_memories_from_context())
 
@@ -255,33 +277,8 @@ class CallerSession:
         try:
             await agent.update_chat_ctx(without_memories(agent.chat_ctx))
         except Exception:
-            # the blocks still never reach the model: `filter_request` runs on every request
+            # the blocks still never reach the model: `with_memories` runs on every request
             logger.exception("could not drop the erased memories from the agent's context")
-
-    async def _notice_erasure(self, turn: str | None) -> None:
-        """Before an LLM request: was the caller erased by someone else meanwhile?
-
-        One indexed read per caller turn (`turn`: the id of the caller's message the request
-        answers; a preemptive draft, the reply and the reply after a tool share it), within
-        the recall budget. When it does not answer in time the request goes ahead, and the
-        store still refuses everything this session would write.
-        """
-        if self.erased or not self._watch_erasure:
-            return
-        check = self._erasure_check
-        if check is None or (check.done() and self._erasure_check_turn != turn):
-            check = self._spawn(self._profile_is_gone())
-            check.add_done_callback(_retrieve_outcome)  # a failure nobody awaited is not news
-            self._erasure_check, self._erasure_check_turn = check, turn
-        try:
-            gone = await asyncio.wait_for(
-                asyncio.shield(check), self.memory.settings.recall_budget_s
-            )
-        except (TimeoutError, StorageError, ValueError) as exc:
-            logger.debug("erasure check skipped: %r", exc)
-            return
-        if gone:
-            self.memories_erased()
 
     async def _profile_is_gone(self) -> bool:
         return await aget_profile(store=self.memory.store) is None
@@ -390,13 +387,10 @@ class CallerSession:
         return await asyncio.shield(self._closed)
 
 
-def _last_caller_message(chat_ctx: llm.ChatContext) -> str | None:
-    for item in reversed(chat_ctx.items):
+def _last_caller_message(chat_ctx: llm.ChatContext) -> tuple[int | None, str]:
+    """The position and text of the caller's last message in `chat_ctx` (None, "" if none)."""
+    for index in range(len(chat_ctx.items) - 1, -1, -1):
+        item = chat_ctx.items[index]
         if isinstance(item, llm.ChatMessage) and item.role == "user":
-            return item.id
-    return None
-
-
-def _retrieve_outcome(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
+            return index, item.text_content or ""
+    return None, ""

@@ -48,6 +48,19 @@ What yields nothing at all: questions ("what's my name?", "do you remember my fa
 colour?") and small talk ("ok", "yes", "thanks", "hi"). A question is not a statement, and
 both only add noise to recall. "Can you call me Sam?" is the one question that states a fact.
 
+Any language, nothing dropped: a message in any script is kept as an utterance unless it is
+content-free. Words are letters, digits and their combining marks in any script (a Hindi
+word keeps its vowel signs). A question is one that ends in "?", the full-width "？" or the
+Arabic "؟", opens with the Spanish "¿", or ends in the Japanese "か" or the Chinese "吗"
+particle. Small talk is a message made only of English fillers or of the short multilingual
+list in `vocabulary.SMALL_TALK_WORDS` (greetings, thanks, yes and no: "gracias", "नमस्ते",
+"はい、わかりました"), or with no words at all (emoji, punctuation). Why a message yielded
+nothing is logged at DEBUG, without its words. The stable-fact rules are English, except
+the caller's name in a few other languages where the wording is explicit ("me llamo Lucía",
+"je m'appelle Marc", "ich heiße Anna", "meu nome é João", "mi chiamo Marco", "меня зовут
+Анна", "मेरा नाम राहुल है", "میرا نام احمد ہے"): the LLM extractor reads facts in any
+language.
+
 Stable facts are only taken from clear statements: each rule is anchored at the start of a
 clause (after fillers like "well," or "by the way"), so negations ("I'm not from London",
 "my name isn't Bob"), hedges ("I used to live in Berlin", "maybe I like jazz") and reported
@@ -71,6 +84,7 @@ category even without a keyword ("Hi, I'm Sam" is PRESENTATION).
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 import unicodedata
@@ -78,7 +92,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from caller_memory.capture import vocabulary as vocab
+from caller_memory.text import CJK_CHARS, WORD_CHARS
 from caller_memory.types import MemoryCategory, MemoryKind
+
+logger = logging.getLogger(__name__)
 
 MAX_CAPTURED_CHARS = 2000
 MAX_SLUG_CHARS = 48
@@ -127,7 +144,17 @@ def _alt(words: Iterable[str], *, escape: bool = True) -> str:
 # -- normalising and splitting a message into clauses ---------------------------------------
 
 _QUOTES = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "`": "'", "“": '"', "”": '"'})
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?;…])\s+")
+# Sentences end at ". ! ? ; …" followed by a space, as in English; also at the Arabic and
+# Urdu question mark and full stop and the Devanagari danda (spaced like the Latin ones), and
+# at the ideographic full stop and full-width "！？" (Chinese and Japanese put no space after).
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?;…؟۔।॥])\s+|(?<=[。！？])\s*")
+# How a sentence may end, in any script, and which of these ends make it a question.
+_SENTENCE_END = ".!?;…。！？؟۔।॥"
+_QUESTION_MARKS = "?？؟"
+# A Spanish question opens with "¿"; a Japanese one ends with the particle "か" ("東京ですか"),
+# a Chinese one with "吗" ("你是医生吗"); the question mark is often left out after these.
+_QUESTION_OPENING = "¿"
+_QUESTION_PARTICLE = re.compile(r"(?:(?<!と)か|かな|吗|嗎)$")
 _ABBREVIATION_END = _lrx(r"\b(?:mr|mrs|ms|dr|st|jr|sr|prof|mt|ft|vs|etc|e\.g|i\.e|approx)\.$")
 
 _SUBJECT = (
@@ -180,7 +207,8 @@ _QUESTION_START = _lrx(
     rf"\s+(?:(?!{_PRONOUN}\b)[\w']+\s+){{0,3}}?{_AUX}\b)|"
     rf"{_AUX}\s+{_PRONOUN}\b|tell\s+me\b|remind\s+me\b|any\s+idea\b)"
 )
-_WORD = re.compile(r"[a-z0-9']+")
+_WORD = re.compile(rf"[{WORD_CHARS}']+")
+_CJK_WORD = re.compile(f"[{CJK_CHARS}]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +217,16 @@ class _Clause:
     question: bool
     greeted: bool  # a greeting came earlier in the message ("hi, it's Sam")
     first: bool  # the message's first clause with words in it
+    # A bare "no" opened the clause and was stripped as a filler: "no me llamo Lucía" is
+    # Spanish for "my name is not Lucía" (English puts the negation later).
+    negated: bool = False
 
 
 def _normalize(text: str) -> str:
+    """One line, NUL-free, bounded; NFC, so that text typed or transcribed in either canonical
+    form (a precomposed or a decomposed "í", "क़", "й") is stored and searched as one."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
     return " ".join(text.replace("\x00", " ").split())[:MAX_CAPTURED_CHARS]
 
 
@@ -232,7 +267,39 @@ def _split_clauses(body: str) -> list[str]:
     return [p for p in pieces if p.strip()]
 
 
-_EDGE = " ,;:\"'"
+_EDGE = " ,;:\"'،、，"  # also the Arabic, ideographic and full-width commas
+_EDGE_OPENING = _EDGE + "¿¡"
+# "Vivo en Madrid, ¿y tú?": the "¿" opens a question inside the sentence, so what comes
+# before it is a clause of its own (and a statement).
+_QUESTION_OPENING_SPLIT = re.compile(r"[\s,;:]*(?=¿)")
+# A greeting in another language (or "sí,", "bueno,", "oui,") opening a clause: stripped like
+# the English leading fillers. A yes/no word only with punctuation after it: a bare "no"
+# before a verb negates it in Spanish, Italian, Portuguese.
+_OTHER_LEADING = _lrx(
+    rf"^(?:{_alt(vocab.OTHER_GREETINGS)}(?![{WORD_CHARS}])[\s,!.…¡،、，！-]*|"
+    rf"{_alt(vocab.OTHER_LEADING_WORDS)}\s*[,!.…،、，！]+\s*)+"
+)
+_OTHER_GREETING = _lrx(rf"(?<![{WORD_CHARS}]){_alt(vocab.OTHER_GREETINGS)}(?![{WORD_CHARS}])")
+_BARE_NO_END = re.compile(r"(?:^|\s)no\s*$")
+
+
+def _ends_as_question(sentence: str) -> bool:
+    """Whether a sentence ends as a question: "?" (also full-width and Arabic), or a question
+    particle in Japanese or Chinese. (A Spanish "¿" marks where a question starts: see
+    `_clauses`.)"""
+    ending = sentence.rstrip(" \"')")
+    if ending.endswith(tuple(_QUESTION_MARKS)):
+        return True
+    if ending.isascii():
+        return False
+    return bool(_QUESTION_PARTICLE.search(ending.rstrip(_SENTENCE_END + " \"')")))
+
+
+def _clause_pieces(body: str) -> list[str]:
+    pieces = _split_clauses(_with_subjects(body))
+    if "¿" not in body:
+        return pieces
+    return [part for piece in pieces for part in _QUESTION_OPENING_SPLIT.split(piece) if part]
 
 
 def _clauses(cleaned: str) -> list[_Clause]:
@@ -240,27 +307,70 @@ def _clauses(cleaned: str) -> list[_Clause]:
     clauses: list[_Clause] = []
     greeted = False
     for sentence in _sentences(cleaned.translate(_QUOTES)):
-        is_question = sentence.rstrip(" \"')").endswith("?")
-        body = sentence.strip().rstrip(".!?;…\"' ").lstrip("\"' ")
-        pieces = _split_clauses(_with_subjects(body))
+        is_question = _ends_as_question(sentence)
+        body = sentence.strip().rstrip(_SENTENCE_END + "\"' ").lstrip("\"' ")
+        pieces = _clause_pieces(body)
         for index, piece in enumerate(pieces):
+            opens_question = piece.lstrip(_EDGE).startswith(_QUESTION_OPENING)
             piece = piece.strip(_EDGE)
+            negated = False
             if filler := _LEADING_FILLERS.match(_lower(piece)):
                 greeted = greeted or bool(_GREETING.search(filler.group(0)))
+                negated = bool(_BARE_NO_END.search(filler.group(0)))
                 piece = piece[filler.end() :].strip(_EDGE)
+            piece = piece.lstrip(_EDGE_OPENING)
+            if other := _OTHER_LEADING.match(_lower(piece)):
+                greeted = greeted or bool(_OTHER_GREETING.search(other.group(0)))
+                piece = piece[other.end() :].strip(_EDGE)
             piece = _strip_tail(_CLAUSE_TRAILING, piece).strip(_EDGE)
             if not piece:
                 continue
-            question = bool(_QUESTION_START.match(_lower(piece))) or (
-                is_question and index == len(pieces) - 1
+            question = (
+                bool(_QUESTION_START.match(_lower(piece)))
+                or (is_question and index == len(pieces) - 1)
+                or opens_question
             )
-            clauses.append(_Clause(piece, question, greeted, not clauses))
+            clauses.append(_Clause(piece, question, greeted, not clauses, negated))
     return clauses
 
 
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower().replace("_", " "))
+
+
+def _is_english_small_talk(text: str) -> bool:
+    """Every word is an English filler ("ok", "yes thanks", "hi there"); no words at all."""
+    return all(w in vocab.FILLER_WORDS for w in _words(text))
+
+
+def _is_small_talk_run(run: str) -> bool:
+    """Whether a run of Chinese or Japanese characters is small-talk words end to end
+    ("はいありがとう", "好的谢谢"): these scripts put no spaces between words."""
+    if len(run) > _MAX_SMALL_TALK_RUN:
+        return False
+    ends = [True] + [False] * len(run)  # ends[i]: run[:i] splits into small-talk words
+    for end in range(1, len(run) + 1):
+        ends[end] = any(
+            ends[start] and run[start:end] in vocab.SMALL_TALK_WORDS
+            for start in range(max(0, end - _LONGEST_SMALL_TALK_WORD), end)
+        )
+    return ends[-1]
+
+
+_MAX_SMALL_TALK_RUN = 32
+_LONGEST_SMALL_TALK_WORD = max(map(len, vocab.SMALL_TALK_WORDS))
+
+
+def _is_small_talk_word(word: str) -> bool:
+    if word in vocab.FILLER_WORDS or word in vocab.SMALL_TALK_WORDS:
+        return True
+    return not word.isascii() and bool(_CJK_WORD.fullmatch(word)) and _is_small_talk_run(word)
+
+
 def _is_small_talk(text: str) -> bool:
-    words = _WORD.findall(text.lower())
-    return all(w in vocab.FILLER_WORDS for w in words)
+    """Every word is small talk in English or another language (`vocab.SMALL_TALK_WORDS`):
+    "ok", "gracias", "नमस्ते", "はい、わかりました"; no words at all (emoji, punctuation)."""
+    return all(_is_small_talk_word(w) for w in _words(text))
 
 
 # -- cleaning values --------------------------------------------------------------------
@@ -452,6 +562,75 @@ _NAME_REQUEST = _rx(r"^(?:can|could|would|will)\s+you\s+(?:(?:please|just|maybe)
 _NAME_INTRO = _rx(rf"^(?P<form>{_I_AM}|this\s+is|it's|its)\s+(?P<rest>.+)$")
 _INTRO_TAIL = _rx(r"\s+(?:here|speaking)$")
 _NAME_HERE = _rx(r"^(?P<rest>[^\W\d_][\w'-]*(?:\s+[^\W\d_][\w'-]*)?)\s+(?:here|speaking)$")
+
+# Names in a few other languages, where the wording is explicit and cheap to read right;
+# the LLM extractor reads everything else. Spanish, French, German, Portuguese, Italian and
+# Russian "my name is" / "I am called", and a negation right after never names anyone:
+_NAME_EXPLICIT_OTHER = _rx(
+    r"^(?:me\s+llamo|mi\s+nombre\s+es|"
+    r"je\s+m'appelle|mon\s+(?:pr[ée]nom|nom)\s+est|"
+    r"ich\s+hei(?:ß|ss)e|mein\s+(?:vor)?name\s+ist|"
+    r"(?:eu\s+)?me\s+chamo|chamo-me|(?:o\s+)?meu\s+nome\s+[ée]|"
+    r"mi\s+chiamo|il\s+mio\s+nome\s+[èe]|"
+    r"меня\s+зовут|мо[её]\s+имя)"
+    r"\s+(?!(?:no|not|pas|nicht|não|non|не)\b)(?P<rest>.+)$"
+)
+# "Soy Lucía", "Je suis Marc", "Sou o João", "Sono Marco": a name only when capitalised, as
+# the message's opening (or after a greeting), like the English "I'm Sam". Not German: "Ich
+# bin Lehrer" capitalises the noun.
+_NAME_INTRO_OTHER = _rx(
+    r"^(?:(?:yo\s+)?soy|je\s+suis|(?:eu\s+)?sou(?:\s+[ao])?|sono)\s+(?P<rest>.+)$"
+)
+# Hindi and Urdu put the verb last: "मेरा नाम राहुल है", "میرا نام احمد ہے", and in Latin letters
+# (as speech-to-text often writes Hindi) "mera naam Rahul hai". One to three words.
+_NAME_HINDI_URDU = re.compile(
+    r"^(?:मेरा\s+नाम|م[یي]را\s+نام)\s+(?P<rest>\S+(?:\s+\S+){0,2}?)\s+(?:है|[ہه]ے)$"
+)
+_NAME_HINGLISH = _rx(r"^mera\s+naa?m\s+(?P<rest>\S+(?:\s+\S+){0,2}?)\s+(?:hai|he)$")
+# Question words, negations and particles that can stand where such a name would.
+_NOT_A_NAME_OTHER = frozenset(
+    """
+    क्या कौन नहीं ना न भी तो यह वह ही کیا کون نہیں نا نہ بھی تو یہ وہ ہی kya kaun nahi nahin
+    na bhi to toh yeh woh hi
+    """.split()
+)
+_NAME_WORD_OTHER = re.compile(rf"[^\W\d_][{WORD_CHARS}]*")
+
+
+def _other_script_name(rest: str) -> str | None:
+    """A name of one to three words in a script without capitals (Devanagari, Arabic), or
+    None: each a word of letters and marks, none a question word or negation."""
+    words = rest.split()
+    if all(_NAME_WORD_OTHER.fullmatch(w) and w not in _NOT_A_NAME_OTHER for w in words):
+        return " ".join(words)
+    return None
+
+
+def _other_language_name(clause: _Clause) -> str | None:
+    text = clause.text
+    if text.isascii() and not _OTHER_NAME_ASCII_START.match(text):
+        return None
+    if m := _NAME_EXPLICIT_OTHER.match(text):
+        if clause.negated:  # "no me llamo Lucía"
+            return None
+        return _person_name(m["rest"], capital_only=False, whole=False)
+    if (m := _NAME_INTRO_OTHER.match(text)) and (clause.first or clause.greeted):
+        name = _person_name(m["rest"], capital_only=True, whole=False)
+        return name if name and len(name.split()) <= 2 else None
+    if m := _NAME_HINDI_URDU.match(text):
+        return _other_script_name(m["rest"])
+    if m := _NAME_HINGLISH.match(text):
+        if any(w.lower() in _NOT_A_NAME_OTHER for w in m["rest"].split()):
+            return None
+        return _person_name(m["rest"], capital_only=False, whole=True)
+    return None
+
+
+# The first words the rules above can start with, in ASCII: most English clauses are
+# passed over by this one cheap test.
+_OTHER_NAME_ASCII_START = _rx(
+    r"^(?:me|mi|je|mon|ich|mein|eu|chamo|o|meu|il|yo|soy|sou|sono|mera)\b"
+)
 
 _FAVORITE = r"(?:all[-\s]time\s+|absolute\s+|very\s+|most\s+|current\s+)?(?:favou?rite|fave|fav)"
 _FAVORITE_FORWARD = _rx(
@@ -726,6 +905,8 @@ def _presentation_facts(clause: _Clause) -> Iterator[CapturedMemory]:
     elif (m := _NAME_HERE.match(text)) and (clause.first or clause.greeted):
         if name := _person_name(m["rest"], capital_only=True, whole=True):
             yield _fact(Cat.PRESENTATION, "name", name)
+    elif name := _other_language_name(clause):
+        yield _fact(Cat.PRESENTATION, "name", name)
 
 
 def _singular(word: str) -> str:
@@ -1299,6 +1480,17 @@ def stable_key_category(key: str) -> MemoryCategory | None:
     return None
 
 
+def _log_nothing_kept(cleaned: str, reason: str) -> None:
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
+    logger.debug(
+        "capture: nothing kept from a message of %d characters, %d words: %s",
+        len(cleaned),
+        len(_words(cleaned)),
+        reason,
+    )
+
+
 def utterance_key(text: str, now_ms: int | None = None) -> str:
     ms = int(time.time() * 1000) if now_ms is None else now_ms
     digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
@@ -1308,14 +1500,23 @@ def utterance_key(text: str, now_ms: int | None = None) -> str:
 def extract_memories(text: str, *, now_ms: int | None = None) -> list[CapturedMemory]:
     """The memories one user message yields: its utterance first, then its stable facts.
 
-    Empty messages, small talk and questions yield nothing (see the module docstring).
+    Empty messages, small talk and questions yield nothing (see the module docstring), in
+    any language; every other message is kept, whatever its script. Why a message yielded
+    nothing is logged at DEBUG (its length and the reason, never its words).
     """
     cleaned = _normalize(text)
-    if not cleaned or _is_small_talk(cleaned):
+    if not cleaned:
+        logger.debug("capture: nothing kept from an empty message")
+        return []
+    if _is_english_small_talk(cleaned):
+        _log_nothing_kept(cleaned, "small talk (or no words at all)")
         return []
     clauses = _clauses(cleaned)
     facts = _facts(clauses)
     if not facts and not any(not c.question and not _is_small_talk(c.text) for c in clauses):
+        questions = sum(c.question for c in clauses)
+        reason = "small talk" if not questions else f"{questions} question(s) and small talk"
+        _log_nothing_kept(cleaned, reason)
         return []
     category = _categorize(cleaned, facts)
     utterance = CapturedMemory(

@@ -35,6 +35,119 @@ GREETINGS = (
     "greetings",
 )
 
+# Small talk in other languages, as said to a voice agent: greetings, thanks, yes and no,
+# "okay", goodbyes, one word at a time ("buenos días" is "buenos" + "días"). Deliberately
+# small, not a translation of `FILLER_WORDS`: a message made only of these (or of
+# `FILLER_WORDS`) yields no memory, and anything else a caller says, in any language, is kept.
+# Chinese and Japanese are written without spaces: a run of such characters is small talk when
+# it is made of these words end to end ("はいありがとう"). Lower case, NFC.
+SMALL_TALK_WORDS = frozenset(
+    """
+    hola gracias muchas sí si vale bueno buenos buenas días dias tardes noches claro adiós
+    adios chao de nada muy bien perfecto genial
+    bonjour bonsoir salut coucou merci beaucoup oui ouais non d'accord au revoir bien très
+    hallo danke schön ja nein tschüss tschüs bitte guten tag morgen abend genau gut servus moin
+    olá oi obrigado obrigada valeu sim não tchau bom boa dia tarde noite tudo bem
+    ciao grazie mille certo buongiorno buonasera arrivederci prego va bene salve
+    merhaba selam teşekkürler teşekkür ederim evet hayır tamam
+    привет здравствуйте спасибо большое да нет хорошо ок окей пока ага ладно угу понятно
+    добрый доброе день утро вечер
+    नमस्ते नमस्कार धन्यवाद शुक्रिया हाँ हां जी नहीं ठीक है अच्छा ओके हेलो हैलो बाय अलविदा
+    namaste namaskar dhanyavaad dhanyavad shukriya haan han nahi nahin theek thik hai accha
+    acha achha
+    السلام سلام علیکم وعلیکم شکریہ جی ہاں نہیں ٹھیک ہے اچھا اوکے ہیلو خدا حافظ بہت
+    عليكم وعليكم مرحبا مرحباً أهلا أهلاً اهلا شكرا شكراً نعم لا حسنا حسناً تمام طيب مع السلامة
+    صباح مساء الخير النور
+    こんにちは こんばんは おはよう おはようございます ありがとう ありがとうございます どうも
+    ございます ございました はい いいえ うん ええ そう そうです そうですね なるほど わかりました
+    了解 さようなら もしもし
+    你好 您好 谢谢 謝謝 多谢 是 是的 好 好的 对 對 嗯 不 不是 再见 再見 没问题 行 喂
+    안녕하세요 안녕 감사합니다 고마워요 고마워 네 예 아니요 아니 응 좋아요 알겠습니다 여보세요
+    """.split()
+)
+
+# Greetings in other languages that may open a message before what it states ("Hola, me
+# llamo Lucía"): stripped like the English `GREETINGS`, and like them they make a following
+# "soy Lucía" a self-introduction. Lower case, NFC.
+OTHER_GREETINGS = (
+    "hola",
+    "buenos días",
+    "buenas tardes",
+    "buenas noches",
+    "buenas",
+    "bonjour",
+    "bonsoir",
+    "salut",
+    "coucou",
+    "hallo",
+    "guten tag",
+    "guten morgen",
+    "guten abend",
+    "servus",
+    "moin",
+    "olá",
+    "oi",
+    "bom dia",
+    "boa tarde",
+    "boa noite",
+    "ciao",
+    "buongiorno",
+    "buonasera",
+    "salve",
+    "merhaba",
+    "привет",
+    "здравствуйте",
+    "добрый день",
+    "доброе утро",
+    "добрый вечер",
+    "नमस्ते",
+    "नमस्कार",
+    "namaste",
+    "namaskar",
+    "السلام علیکم",
+    "السلام عليكم",
+    "سلام",
+    "مرحبا",
+    "مرحباً",
+    "أهلا",
+    "اهلا",
+    "assalam o alaikum",
+    "assalamu alaikum",
+    "assalamualaikum",
+    "salam",
+)
+
+# Words in other languages that may open a clause, followed by a comma or a stop ("Sí, me
+# llamo Lucía", "Bueno, soy Ana", "Oui, je m'appelle Marc"): stripped before the rules run.
+OTHER_LEADING_WORDS = (
+    "sí",
+    "si",
+    "bueno",
+    "pues",
+    "vale",
+    "claro",
+    "oui",
+    "bon",
+    "alors",
+    "ja",
+    "na",
+    "sim",
+    "bem",
+    "então",
+    "sì",
+    "allora",
+    "да",
+    "ну",
+    "ладно",
+    "जी",
+    "हाँ",
+    "हां",
+    "अच्छा",
+    "جی",
+    "ہاں",
+    "اچھا",
+)
+
 # Words that may open a clause without changing what it states; stripped before the
 # anchored rules run ("well, actually, I'm from Leeds" states "I'm from Leeds").
 LEADING_FILLERS = (

@@ -22,8 +22,11 @@ that a background task drains in that context, so:
   during the call, or another worker's forget), the session stops capturing, drops what it
   holds, and tells its erasure listeners (`on_erased`) once, so the agent can forget what it
   holds in its context too;
-- `aclose()` (called from the job's shutdown callback) waits for what is pending and spools
-  whatever could not be written in time.
+- with the session's LLM (`fact_extractor`), every caller message is also read by it, in
+  batches written behind (`caller_memory.capture.llm_extractor`): never before the rules'
+  memories of the message, never on the reply path;
+- `aclose()` (called from the job's shutdown callback) waits for what is pending (the last
+  LLM batch included, within the same time) and spools whatever could not be written in time.
 """
 
 from __future__ import annotations
@@ -33,11 +36,19 @@ import contextvars
 import inspect
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from livekit.agents.utils import aio
 
+from caller_memory.capture.llm_extractor import (
+    CallerMessage,
+    FactExtractor,
+    Replies,
+    SessionFactExtraction,
+    new_message_id,
+)
 from caller_memory.capture.rule_based import CapturedMemory, extract_memories
 from caller_memory.context import (
     get_session_livekit_identity,
@@ -45,17 +56,17 @@ from caller_memory.context import (
     get_session_user_uuid,
 )
 from caller_memory.manager import MemoryManager
+from caller_memory.settings import DEFAULT_LLM_EXTRACTOR_EVERY
 from caller_memory.spool import MemorySpool, SpoolNotWritableError, SpoolRecord, new_record
 from caller_memory.stores.errors import StorageError
 from caller_memory.stores.outage import OutageLog
-from caller_memory.types import WriteOutcome
+from caller_memory.types import MemoryDetails, MemoryKind, Statement, WriteOutcome
 
 logger = logging.getLogger("caller_memory.capture")
 
 SEEN_IDS_LIMIT = 512
 CAPTURE_QUEUE_MAX_ENV = "MEMORY_CAPTURE_QUEUE_MAX"
 
-FactExtractor = Callable[[str], Awaitable[list[CapturedMemory]]]
 ErasureListener = Callable[[], Awaitable[None] | None]
 
 
@@ -63,14 +74,7 @@ ErasureListener = Callable[[], Awaitable[None] | None]
 class _Captured:
     memory: CapturedMemory
     captured_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class _ExtractLater:
-    """A message for the optional (slow) fact extractor, run by the background writer."""
-
-    text: str
-    captured_at: float
+    details: MemoryDetails = field(default_factory=MemoryDetails)
 
 
 class CaptureWriter:
@@ -86,20 +90,23 @@ class CaptureWriter:
         queue_max: int,
         extractor: Callable[[str], list[CapturedMemory]] = extract_memories,
         fact_extractor: FactExtractor | None = None,
+        extract_every: int = DEFAULT_LLM_EXTRACTOR_EVERY,
+        replies: Replies | None = None,
     ) -> None:
         """`session_context`: a copy of the session's context, with its caller set; the
         writer runs every write in it. `manager`, `spool` and `outage` are the owning
-        memory's; `queue_max` bounds what waits for the store."""
+        memory's; `queue_max` bounds what waits for the store. `fact_extractor` (the
+        session's LLM) reads the caller's messages `extract_every` at a time, each batch
+        after the agent's reply to its last message (`replies`; without, at once)."""
         self._context = session_context
         self._manager = manager
         self._extractor = extractor
         self._spool = spool
         self._outage = outage
-        self._fact_extractor = fact_extractor
         self.queue_max = queue_max
         if self.queue_max < 1:
             raise ValueError("queue_max must be at least 1")
-        self._queue: asyncio.Queue[_Captured | _ExtractLater] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Captured] = asyncio.Queue()
         self._seen_ids: dict[str, None] = {}
         self._worker: asyncio.Task[None] | None = None
         self._busy = False
@@ -123,11 +130,24 @@ class CaptureWriter:
         # it (everything it heard was heard before the erasure).
         started = session_context.run(get_session_started_at)
         self.session_started_at: float = time.time() if started is None else started
+        # names this conversation in what it stores (recall boosts a hit's neighbouring turns)
+        self.session_id = uuid.uuid4().hex
         self.stored_count = 0
         self.spooled_count = 0
         self.stale_count = 0  # refused by the store: a later capture of the key is stored
         self.lost_count = 0  # neither the store nor the spool could keep them
         self.dropped_count = 0  # the queue was full
+        self.facts: SessionFactExtraction | None = None
+        if fact_extractor is not None:
+            self.facts = SessionFactExtraction(
+                fact_extractor,
+                every=extract_every,
+                context=session_context,
+                manager=manager,
+                write=self._write,
+                settled=self.flush,
+                replies=replies,
+            )
 
     def context_copy(self) -> contextvars.Context:
         """A fresh copy of the session's context, to run session work in."""
@@ -191,6 +211,8 @@ class CaptureWriter:
         self._forgotten = True
         self._closed = True
         self._drop_queue()
+        if self.facts is not None:
+            self.facts.stop()
         logger.warning(
             "user %s was erased while this session was running; it stops capturing and "
             "writes nothing more of what it heard",
@@ -200,8 +222,17 @@ class CaptureWriter:
 
     # -- capturing --------------------------------------------------------------------------
 
-    def capture(self, text: str, *, message_id: str | None = None) -> None:
-        """Queue the memories of one user message; returns at once."""
+    def capture(
+        self,
+        text: str,
+        *,
+        message_id: str | None = None,
+        context: str | None = None,
+        turn_index: int | None = None,
+    ) -> None:
+        """Queue the memories of one user message; returns at once. `context` is what was
+        said just before (the agent's line the caller answered), `turn_index` the message's
+        place in this session: both are kept with what the message yields."""
         if self._closed:
             logger.debug("capture after the session's memory was closed; message not kept")
             return
@@ -212,9 +243,38 @@ class CaptureWriter:
             if len(self._seen_ids) > SEEN_IDS_LIMIT:
                 self._seen_ids.pop(next(iter(self._seen_ids)))
         now = time.time()
-        items: list[_Captured | _ExtractLater] = [_Captured(m, now) for m in self._extractor(text)]
-        if self._fact_extractor is not None:
-            items.append(_ExtractLater(text, now))
+        memories = self._extractor(text)
+        states = tuple(
+            Statement(m.category.value, m.key, m.value)
+            for m in memories
+            if m.kind == MemoryKind.FACT
+        )
+        details = MemoryDetails(context=context, session_id=self.session_id, turn_index=turn_index)
+        items: list[_Captured] = [
+            _Captured(
+                m,
+                now,
+                replace(details, states=states) if m.kind == MemoryKind.UTTERANCE else details,
+            )
+            for m in memories
+        ]
+        if not memories:
+            logger.debug(
+                "a message of user %s yields no memory (a question, small talk, or no words)",
+                self.user_uuid,
+            )
+        if self.facts is not None and text.strip():
+            # read by the LLM too, later: with what the rules found it states
+            self.facts.add(
+                CallerMessage(
+                    message_id=message_id or new_message_id(),
+                    text=text,
+                    captured_at=now,
+                    details=details,
+                    utterance=next((m for m in memories if m.kind == MemoryKind.UTTERANCE), None),
+                    states=states,
+                )
+            )
         if not items:
             return
         if self._queue.qsize() + len(items) > self.queue_max:
@@ -232,8 +292,8 @@ class CaptureWriter:
             self._queue.put_nowait(item)
         self._ensure_worker()
 
-    def _drop(self, items: list[_Captured | _ExtractLater]) -> None:
-        memories = sum(1 for i in items if isinstance(i, _Captured))
+    def _drop(self, items: list[_Captured]) -> None:
+        memories = len(items)
         self.dropped_count += memories
         if self._queue_full:
             self._burst_dropped += memories
@@ -261,19 +321,16 @@ class CaptureWriter:
             item = await self._queue.get()
             self._busy = True
             try:
-                if isinstance(item, _ExtractLater):
-                    assert self._fact_extractor is not None
-                    for memory in await self._fact_extractor(item.text):
-                        await self._write(memory, item.captured_at)
-                else:
-                    await self._write(item.memory, item.captured_at)
+                await self._write(item.memory, item.captured_at, item.details)
             except Exception:
                 logger.exception("unexpected error while storing a captured memory")
             finally:
                 self._busy = False
                 self._queue.task_done()
 
-    def _record(self, memory: CapturedMemory, captured_at: float) -> SpoolRecord:
+    def _record(
+        self, memory: CapturedMemory, captured_at: float, details: MemoryDetails | None = None
+    ) -> SpoolRecord:
         return new_record(
             self._identity,
             self.user_uuid,
@@ -283,9 +340,12 @@ class CaptureWriter:
             kind=memory.kind,
             captured_at=captured_at,
             session_started_at=self.session_started_at,
+            details=details,
         )
 
-    async def _write(self, memory: CapturedMemory, captured_at: float) -> None:
+    async def _write(
+        self, memory: CapturedMemory, captured_at: float, details: MemoryDetails | None = None
+    ) -> None:
         if self._forgotten:
             return  # e.g. the rest of a slow extraction that finished after the caller's ask
         try:
@@ -296,10 +356,11 @@ class CaptureWriter:
                 kind=memory.kind,
                 captured_at=captured_at,
                 session_started_at=self.session_started_at,
+                details=details,
             )
         except StorageError as exc:
             self._outage.failed("storing a captured memory", exc)
-            await self._keep_in_spool([self._record(memory, captured_at)])
+            await self._keep_in_spool([self._record(memory, captured_at, details)])
             return
         except ValueError as exc:
             logger.warning("captured memory rejected and dropped: %s", exc)
@@ -342,6 +403,8 @@ class CaptureWriter:
         self._closed = True
         self._forgotten = True
         self._drop_queue()
+        if self.facts is not None:
+            self.facts.stop()
         # A write already on its way finishes first (the store refuses it afterwards anyway).
         await self.flush()
         await self._spool.discard_user(self.user_uuid, self._identity)
@@ -367,12 +430,17 @@ class CaptureWriter:
         dropped (the queue was full).
         """
         self._closed = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         flushed = await self.flush(timeout)
+        if self.facts is not None and not self._forgotten:
+            # the last batch gets what is left of the time: messages it cannot read in time
+            # keep the rules' facts (an LLM fact is not worth missing the shutdown window)
+            await self.facts.aclose(max(0.0, deadline - loop.time()))
         leftovers: list[SpoolRecord] = []
         while not self._queue.empty():
             item = self._queue.get_nowait()
-            if isinstance(item, _Captured):  # unextracted messages are not worth the wait
-                leftovers.append(self._record(item.memory, item.captured_at))
+            leftovers.append(self._record(item.memory, item.captured_at, item.details))
             self._queue.task_done()
         if self._worker is not None:
             await aio.cancel_and_wait(self._worker)

@@ -14,4 +14,6 @@ if [ ! -f .env ]; then
   echo "console: created .env from .env.example; put your OPENAI_API_KEY in it and run again." >&2
   exit 1
 fi
+# the local embedding model (once; later runs find it in place and fetch nothing)
+.venv/bin/python agent.py download-files
 exec .venv/bin/python agent.py console --text "$@"

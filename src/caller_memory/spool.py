@@ -56,7 +56,7 @@ from caller_memory.context import session_user
 from caller_memory.manager import MemoryManager
 from caller_memory.stores.errors import StorageError
 from caller_memory.stores.outage import OutageLog
-from caller_memory.types import MemoryKind, WriteOutcome
+from caller_memory.types import MemoryDetails, MemoryKind, Statement, WriteOutcome
 
 logger = logging.getLogger("caller_memory.spool")
 
@@ -111,6 +111,19 @@ class SpoolRecord:
     captured_at: float
     kind: str
     session_started_at: float
+    # what the memory answered and where (see `MemoryDetails`; absent in older records)
+    context: str | None = None
+    session_id: str | None = None
+    turn_index: int | None = None
+    states: tuple[tuple[str, str, str], ...] = ()
+
+    def details(self) -> MemoryDetails:
+        return MemoryDetails(
+            context=self.context,
+            session_id=self.session_id,
+            turn_index=self.turn_index,
+            states=tuple(Statement(*s) for s in self.states),
+        )
 
 
 def new_record(
@@ -123,13 +136,27 @@ def new_record(
     kind: str = MemoryKind.FACT,
     captured_at: float | None = None,
     session_started_at: float | None = None,
+    details: MemoryDetails | None = None,
 ) -> SpoolRecord:
     """A record of `value`, captured at `captured_at` (default now) by a session that began at
-    `session_started_at` (default: when it was captured)."""
+    `session_started_at` (default: when it was captured), with what it answered and where
+    (`details`; its vector is not kept: the backfill makes it)."""
     captured = time.time() if captured_at is None else float(captured_at)
     started = captured if session_started_at is None else float(session_started_at)
+    extra = details or MemoryDetails()
     return SpoolRecord(
-        identity, user_id, category, key, value, captured, MemoryKind(kind).value, started
+        identity,
+        user_id,
+        category,
+        key,
+        value,
+        captured,
+        MemoryKind(kind).value,
+        started,
+        extra.context,
+        extra.session_id,
+        extra.turn_index,
+        tuple((s.category, s.key, s.value) for s in extra.states),
     )
 
 
@@ -202,7 +229,32 @@ def _record_from(data: Any) -> SpoolRecord:
         captured_at,
         MemoryKind(kind).value,
         session_started_at,
+        *_optional_details(data),
     )
+
+
+def _optional_details(
+    data: dict[str, Any],
+) -> tuple[str | None, str | None, int | None, tuple[tuple[str, str, str], ...]]:
+    """The details a record may carry (records of earlier releases carry none)."""
+    context = data.get("context")
+    session_id = data.get("session_id")
+    turn_index = data.get("turn_index")
+    raw_states = data.get("states") or []
+    if (
+        not (context is None or isinstance(context, str))
+        or not (session_id is None or isinstance(session_id, str))
+        or not (
+            turn_index is None or (isinstance(turn_index, int) and not isinstance(turn_index, bool))
+        )
+        or not isinstance(raw_states, list)
+        or not all(
+            isinstance(s, list) and len(s) == 3 and all(isinstance(x, str) for x in s)
+            for s in raw_states
+        )
+    ):
+        raise CorruptRecordError("malformed details")
+    return context, session_id, turn_index, tuple((s[0], s[1], s[2]) for s in raw_states)
 
 
 def _identity_needles(user_id: str, identity: str | None) -> tuple[bytes, ...]:
@@ -936,6 +988,7 @@ class MemorySpool:
                 kind=record.kind,
                 captured_at=record.captured_at,
                 session_started_at=record.session_started_at,
+                details=record.details(),
             )
 
     def schedule_replay(self, *, first_delay: float = 0.5, max_delay: float = 10.0) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 
 class MemoryCategory(enum.StrEnum):
@@ -93,6 +94,73 @@ class Memory:
     @property
     def is_utterance(self) -> bool:
         return self.kind == MemoryKind.UTTERANCE
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """A stable fact an utterance states: (category, key) = value."""
+
+    category: str
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryDetails:
+    """What a memory answers and when, beside its value (all optional).
+
+    `context` is what was said just before (in a call, the agent's line the caller answered)
+    and `said_on` the day, in words: both are indexed with the value (lexically and by
+    meaning) but never returned as the caller's words. `session_id` and `turn_index` say where
+    in which conversation it was said (recall gives a small boost to a hit's neighbours). An
+    utterance lists the stable facts it `states`, so that when one of them changes the old
+    words stop being recalled. `embedding` is the memory's vector by `embedding_model`.
+    """
+
+    context: str | None = None
+    said_on: str | None = None
+    session_id: str | None = None
+    turn_index: int | None = None
+    states: tuple[Statement, ...] = ()
+    embedding: tuple[float, ...] | None = None
+    embedding_model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FactChange:
+    """A value a stable fact held before a newer one replaced it: kept (for the caller's
+    export, and to know when it stopped being true), never recalled."""
+
+    category: str
+    key: str
+    value: str
+    valid_from: datetime
+    valid_until: datetime
+
+
+class Unembedded(NamedTuple):
+    """A memory without a vector of the current model (for the backfill)."""
+
+    user_id: str
+    category: str
+    key: str
+    value: str
+    context: str | None
+    said_on: str | None
+    kind: str = "fact"
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A memory a search found, with the raw score of each way it was found: `lexical` (the
+    text-search rank; None when the text did not match) and `dense` (cosine similarity to the
+    query's vector; None when it was not among the nearest or has no vector)."""
+
+    memory: Memory
+    lexical: float | None = None
+    dense: float | None = None
+    session_id: str | None = None
+    turn_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -392,6 +392,8 @@ $$;
 -- category priority, then the most recently updated). A query with no words at all returns
 -- the caller's most important memories (stable facts before utterances, by category, newest
 -- first); a query whose words are all stop words matches nothing.
+-- (dropped first: a later migration changes what it returns, and these files may run again)
+drop function if exists caller_memory.memory_search(uuid, text, integer);
 create or replace function caller_memory.memory_search(
     p_user_id uuid, p_query text, p_limit integer
 )

@@ -27,7 +27,13 @@ from caller_memory.stores.errors import (
     StorageUnavailableError,
 )
 from caller_memory.stores.postgres import PostgresMemoryStore
-from caller_memory.testing.postgres import INSTALL_HINT, PostgresCluster, find_postgres_bin
+from caller_memory.testing.postgres import (
+    INSTALL_HINT,
+    PostgresCluster,
+    _bundled_bins,
+    find_postgres_bin,
+    has_pgvector,
+)
 from tests import postgres_fixtures
 
 ALICE = str(uuid.uuid5(uuid.NAMESPACE_DNS, "alice@example.com"))
@@ -339,8 +345,24 @@ def test_postgres_binaries_are_found_on_path_or_in_the_debian_layout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    found = find_postgres_bin()
+    found = find_postgres_bin(with_vector=False)  # the system's server, not a bundled one
     if found is None:
         pytest.skip(INSTALL_HINT)
     assert str(found).startswith("/usr/lib/postgresql/")
     assert all((found / tool).exists() for tool in ("initdb", "pg_ctl", "postgres"))
+
+
+def test_a_build_with_pgvector_is_preferred_where_one_is_installed() -> None:
+    """The test cluster runs with pgvector (hybrid search) wherever a bundled build is
+    installed (requirements-dev.txt installs one on Linux x86_64)."""
+    found = find_postgres_bin()
+    if found is None:
+        pytest.skip(INSTALL_HINT)
+    bundled = [b for b in _bundled_bins() if (b / "initdb").exists()]
+    if not bundled:
+        pytest.skip("no PostgreSQL build with pgvector is installed on this platform")
+    assert found == bundled[0]
+    assert has_pgvector(found)
+    system = find_postgres_bin(with_vector=False)
+    if system is not None:  # Debian's postgresql-15 has no pgvector: the lexical-only case
+        assert not has_pgvector(system)

@@ -33,6 +33,8 @@ QUALIFIED = {
     "memory_categories": "caller_memory.memory_categories",
     "memories": "caller_memory.memories",
     "erasures": "caller_memory.erasures",
+    "memory_history": "caller_memory.memory_history",
+    "memory_statements": "caller_memory.memory_statements",
 }
 TABLES = tuple(QUALIFIED)
 MEMORY_SCHEMA = "caller_memory"
@@ -54,14 +56,43 @@ FUNCTIONS = {
     "memory_upsert": (
         "p_user_id uuid, p_category text, p_key text, p_value text, p_identity text, "
         "p_kind text, p_captured_at timestamp with time zone, "
-        "p_session_started_at timestamp with time zone, p_max_utterances integer",
+        "p_session_started_at timestamp with time zone, p_max_utterances integer, "
+        "p_context text, p_said_on text, p_session_id text, p_turn_index integer, "
+        "p_states jsonb, p_cjk_pairs text",
         "text",
     ),
     "memory_get": ("p_user_id uuid, p_category text, p_key text", "text"),
     "memory_search": (
         "p_user_id uuid, p_query text, p_limit integer",
         "TABLE(category text, key text, value text, created_at timestamp with time zone, "
-        "updated_at timestamp with time zone, score real, kind text)",
+        "updated_at timestamp with time zone, score real, kind text, session_id text, "
+        "turn_index integer)",
+    ),
+    "memory_dense_search": (
+        "p_user_id uuid, p_embedding text, p_model text, p_limit integer",
+        "TABLE(category text, key text, value text, created_at timestamp with time zone, "
+        "updated_at timestamp with time zone, score real, kind text, session_id text, "
+        "turn_index integer)",
+    ),
+    "memory_set_embedding": (
+        "p_user_id uuid, p_category text, p_key text, p_value text, p_embedding text, p_model text",
+        "boolean",
+    ),
+    "memory_has_vectors": ("", "boolean"),
+    "memory_unembedded": (
+        "p_model text, p_limit integer",
+        "TABLE(user_id uuid, category text, key text, value text, context text, said_on text, "
+        "kind text)",
+    ),
+    "memory_history_list": (
+        "p_user_id uuid",
+        "TABLE(category text, key text, value text, valid_from timestamp with time zone, "
+        "valid_until timestamp with time zone)",
+    ),
+    "memory_stating": (
+        "p_user_id uuid, p_category text, p_key text",
+        "TABLE(category text, key text, value text, created_at timestamp with time zone, "
+        "updated_at timestamp with time zone, kind text)",
     ),
     "memory_list": (
         "p_user_id uuid",
@@ -83,6 +114,8 @@ FUNCTION_CALLS: list[tuple[str, tuple[Any, ...]]] = [
     ("SELECT caller_memory.memory_get($1, 'FACT', 'job')", (ALICE,)),
     ("SELECT * FROM caller_memory.memory_search($1, 'nurse', 10)", (ALICE,)),
     ("SELECT * FROM caller_memory.memory_list($1)", (ALICE,)),
+    ("SELECT * FROM caller_memory.memory_history_list($1)", (ALICE,)),
+    ("SELECT * FROM caller_memory.memory_stating($1, 'FACT', 'job')", (ALICE,)),
     ("SELECT caller_memory.memory_delete($1, 'FACT', 'job')", (ALICE,)),
     ("SELECT caller_memory.memory_delete_user($1)", (ALICE,)),
 ]
@@ -227,9 +260,33 @@ async def test_tables_columns_and_indexes_exist(db: asyncpg.Connection) -> None:
         ("value", "text", "NO"),
         ("created_at", "timestamp with time zone", "NO"),
         ("updated_at", "timestamp with time zone", "NO"),
-        ("search", "tsvector", "YES"),
         ("kind", "text", "NO"),
         ("captured_at", "timestamp with time zone", "NO"),
+        ("context", "text", "YES"),
+        ("said_on", "text", "YES"),
+        ("cjk_pairs", "text", "YES"),
+        ("session_id", "text", "YES"),
+        ("turn_index", "integer", "YES"),
+        ("superseded_at", "timestamp with time zone", "YES"),
+        ("embedding_model", "text", "YES"),
+        ("search", "tsvector", "YES"),
+        ("embedding", "USER-DEFINED", "YES"),  # pgvector's vector(384), where installed
+    ]
+    assert by_table["caller_memory.memory_history"] == [
+        ("id", "bigint", "NO"),
+        ("user_id", "uuid", "NO"),
+        ("category", "text", "NO"),
+        ("key", "text", "NO"),
+        ("value", "text", "NO"),
+        ("valid_from", "timestamp with time zone", "NO"),
+        ("valid_until", "timestamp with time zone", "NO"),
+    ]
+    assert by_table["caller_memory.memory_statements"] == [
+        ("user_id", "uuid", "NO"),
+        ("utterance_key", "text", "NO"),
+        ("category", "text", "NO"),
+        ("key", "text", "NO"),
+        ("value", "text", "NO"),
     ]
     assert by_table["caller_memory.erasures"] == [
         ("user_id", "uuid", "NO"),
@@ -305,7 +362,9 @@ async def test_functions_have_the_agreed_signatures_and_settings(db: asyncpg.Con
     assert found == FUNCTIONS
     for r in rows:
         assert r["prosecdef"] is False, f"{r['proname']} must be SECURITY INVOKER"
-        assert r["proconfig"] == ['search_path=""'], r["proname"]
+        # dense search scans on past other callers' vectors (pgvector 0.8's iterative scan)
+        scan = ["hnsw.iterative_scan=strict_order"] if r["proname"] == "memory_dense_search" else []
+        assert r["proconfig"] == ['search_path=""', *scan], r["proname"]
     # No memory function is left in `public`, where Supabase's default grants apply.
     assert (
         await db.fetch(
@@ -318,13 +377,17 @@ async def test_functions_have_the_agreed_signatures_and_settings(db: asyncpg.Con
     assert (
         await db.fetchval(
             "SELECT pg_get_function_arguments('caller_memory.memory_upsert(uuid,text,text,text,"
-            "text,text,timestamptz,timestamptz,integer)'::regprocedure)"
+            "text,text,timestamptz,timestamptz,integer,text,text,text,integer,jsonb,text)'"
+            "::regprocedure)"
         )
         == "p_user_id uuid, p_category text, p_key text, p_value text, "
         "p_identity text DEFAULT NULL::text, p_kind text DEFAULT 'fact'::text, "
         "p_captured_at timestamp with time zone DEFAULT NULL::timestamp with time zone, "
         "p_session_started_at timestamp with time zone DEFAULT NULL::timestamp with time zone, "
-        "p_max_utterances integer DEFAULT NULL::integer"
+        "p_max_utterances integer DEFAULT NULL::integer, p_context text DEFAULT NULL::text, "
+        "p_said_on text DEFAULT NULL::text, p_session_id text DEFAULT NULL::text, "
+        "p_turn_index integer DEFAULT NULL::integer, p_states jsonb DEFAULT NULL::jsonb, "
+        "p_cjk_pairs text DEFAULT NULL::text"
     )
 
 
@@ -368,6 +431,10 @@ async def test_rls_enabled_with_no_policies_and_no_api_grants(db: asyncpg.Connec
         ("memory_categories", "service_role"): ["SELECT"],
         ("erasures", "postgres"): owner_all,
         ("erasures", "service_role"): crud,
+        ("memory_history", "postgres"): owner_all,
+        ("memory_history", "service_role"): crud,
+        ("memory_statements", "postgres"): owner_all,
+        ("memory_statements", "service_role"): crud,
     }
 
     function_grants = await db.fetch(

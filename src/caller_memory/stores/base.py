@@ -8,9 +8,18 @@ and `profiles`, which read it from the session context and fail closed.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from caller_memory.types import Memory, Profile, WriteOutcome
+from caller_memory.types import (
+    Candidate,
+    FactChange,
+    Memory,
+    MemoryDetails,
+    Profile,
+    Unembedded,
+    WriteOutcome,
+)
 
 
 @runtime_checkable
@@ -41,6 +50,7 @@ class MemoryStore(Protocol):
         captured_at: float | None = None,
         session_started_at: float | None = None,
         max_utterances: int | None = None,
+        details: MemoryDetails | None = None,
     ) -> WriteOutcome:
         """Insert or replace `(user_id, category, key)`; creates the profile if missing.
 
@@ -53,7 +63,11 @@ class MemoryStore(Protocol):
         - STALE if the stored row of this key was captured after `captured_at`
           (last writer by capture time wins);
         - else STORED. With `max_utterances`, the user's oldest utterances beyond that number
-          are then dropped (stable facts are never dropped).
+          are then dropped (stable facts are never dropped). A stable fact stored with a new
+          value keeps the old one as history, and the utterances that stated the old value
+          are marked superseded; an utterance is stored with the facts it states
+          (`details.states`), superseded already if one of them has a newer value. With
+          `details.embedding`, the memory's vector is stored too.
 
         Times are seconds since the epoch (`time.time()`); `captured_at` defaults to now and
         `session_started_at` to `captured_at` (see `write_times`).
@@ -63,12 +77,61 @@ class MemoryStore(Protocol):
     async def get_memory(self, user_id: str, category: str, key: str) -> str | None: ...
 
     async def search_memories(self, user_id: str, query: str, limit: int) -> list[Memory]:
-        """The user's memories most relevant to `query` (recent and important first if empty)."""
+        """The user's current memories ranked by text (superseded ones never); the most
+        important and recent first when `query` holds no word at all."""
+        ...
+
+    async def search_candidates(
+        self,
+        user_id: str,
+        query: str,
+        limit: int,
+        *,
+        embedding: Sequence[float] | None = None,
+        embedding_model: str | None = None,
+    ) -> list[Candidate]:
+        """The candidates of a hybrid search, each with its raw scores: the `limit` *
+        `CANDIDATES_PER_RESULT` best by text, and with `embedding`, as many nearest in meaning
+        among the memories
+        `embedding_model` embedded (none where the store cannot search by meaning). The
+        ranking rule is not the store's: `caller_memory.recall.fusion` combines the scores."""
+        ...
+
+    async def set_embedding(
+        self,
+        user_id: str,
+        category: str,
+        key: str,
+        value: str,
+        embedding: Sequence[float],
+        embedding_model: str,
+    ) -> bool:
+        """Attach a vector to a memory still holding `value`; False otherwise."""
+        ...
+
+    async def unembedded(self, embedding_model: str, limit: int) -> list[Unembedded]:
+        """Current memories without a vector of `embedding_model` (the backfill's work)."""
+        ...
+
+    async def has_vectors(self) -> bool:
+        """Whether this store can search by meaning (SQLite always; Postgres with pgvector)."""
         ...
 
     async def list_memories(self, user_id: str) -> list[Memory]: ...
 
-    async def delete_memory(self, user_id: str, category: str, key: str) -> bool: ...
+    async def list_history(self, user_id: str) -> list[FactChange]:
+        """The values the user's stable facts held before they were replaced, oldest first."""
+        ...
+
+    async def list_stating(self, user_id: str, category: str, key: str) -> list[Memory]:
+        """The user's utterances that stated any value of the fact (category, key), replaced
+        ones too: what forgetting the fact must also forget."""
+        ...
+
+    async def delete_memory(self, user_id: str, category: str, key: str) -> bool:
+        """Delete one memory and its history; a deleted fact's stating utterances are no
+        longer searched (they state what is no longer true)."""
+        ...
 
     async def delete_user(self, user_id: str, *, erased_at: float | None = None) -> int:
         """Delete the profile and every memory of the user, and record the erasure at
@@ -77,6 +140,11 @@ class MemoryStore(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+# How many candidates of each kind a search gathers per result it returns: room for the
+# ranking rule to reorder (`caller_memory.recall.fusion`).
+CANDIDATES_PER_RESULT = 4
 
 
 def write_times(captured_at: float | None, session_started_at: float | None) -> tuple[float, float]:

@@ -22,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from caller_memory.stores.base import erasure_time, write_times
+from caller_memory.stores.base import CANDIDATES_PER_RESULT, erasure_time, write_times
 from caller_memory.stores.database_url import (
     DatabaseUrlError,
     parse_database_url,
@@ -40,8 +41,28 @@ from caller_memory.stores.errors import (
     StorageUnavailableError,
 )
 from caller_memory.stores.per_loop import PerLoop
-from caller_memory.stores.rows import from_epoch, memory_from_row, profile_from_row, user_uuid
-from caller_memory.types import Memory, MemoryKind, Profile, WriteOutcome
+from caller_memory.stores.rows import (
+    candidate_from_row,
+    fact_change_from_row,
+    from_epoch,
+    memory_from_row,
+    profile_from_row,
+    statements_json,
+    unembedded_from_row,
+    user_uuid,
+)
+from caller_memory.stores.vectors import merge_candidates, vector_literal
+from caller_memory.text import cjk_pairs
+from caller_memory.types import (
+    Candidate,
+    FactChange,
+    Memory,
+    MemoryDetails,
+    MemoryKind,
+    Profile,
+    Unembedded,
+    WriteOutcome,
+)
 
 if TYPE_CHECKING:
     from caller_memory.settings import MemorySettings
@@ -298,23 +319,38 @@ class PostgresMemoryStore:
         captured_at: float | None = None,
         session_started_at: float | None = None,
         max_utterances: int | None = None,
+        details: MemoryDetails | None = None,
     ) -> WriteOutcome:
         captured_at, session_started_at = write_times(captured_at, session_started_at)
-        outcome = await self._call(
-            "storing a memory",
-            "fetchval",
-            "SELECT caller_memory.memory_upsert($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            user_uuid(user_id),
-            category,
-            key,
-            value,
-            identity,
-            str(kind),
-            from_epoch(captured_at),
-            from_epoch(session_started_at),
-            max_utterances,
+        extra = details or MemoryDetails()
+        outcome = WriteOutcome(
+            await self._call(
+                "storing a memory",
+                "fetchval",
+                "SELECT caller_memory.memory_upsert("
+                "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb, $15)",
+                user_uuid(user_id),
+                category,
+                key,
+                value,
+                identity,
+                str(kind),
+                from_epoch(captured_at),
+                from_epoch(session_started_at),
+                max_utterances,
+                extra.context,
+                extra.said_on,
+                extra.session_id,
+                extra.turn_index,
+                statements_json(extra.states),
+                cjk_pairs(value, extra.context),
+            )
         )
-        return WriteOutcome(outcome)
+        if outcome == WriteOutcome.STORED and extra.embedding is not None and extra.embedding_model:
+            await self.set_embedding(
+                user_id, category, key, value, extra.embedding, extra.embedding_model
+            )
+        return outcome
 
     async def get_memory(self, user_id: str, category: str, key: str) -> str | None:
         value: str | None = await self._call(
@@ -328,6 +364,9 @@ class PostgresMemoryStore:
         return value
 
     async def search_memories(self, user_id: str, query: str, limit: int) -> list[Memory]:
+        return [c.memory for c in await self._lexical(user_id, query, limit)]
+
+    async def _lexical(self, user_id: str, query: str, limit: int) -> list[Candidate]:
         rows = await self._call(
             "searching memories",
             "fetch",
@@ -336,7 +375,77 @@ class PostgresMemoryStore:
             query.replace("\x00", " "),  # Postgres text cannot hold NUL; it is no word anyway
             limit,
         )
-        return [memory_from_row(r) for r in rows]
+        return [candidate_from_row(r, lexical=bool(query.strip())) for r in rows]
+
+    async def _dense(
+        self, user_id: str, embedding: Sequence[float], model: str, limit: int
+    ) -> list[Candidate]:
+        rows = await self._call(
+            "searching memories by meaning",
+            "fetch",
+            "SELECT * FROM caller_memory.memory_dense_search($1, $2, $3, $4)",
+            user_uuid(user_id),
+            vector_literal(embedding),
+            model,
+            limit,
+        )
+        return [candidate_from_row(r, dense=True) for r in rows]
+
+    async def search_candidates(
+        self,
+        user_id: str,
+        query: str,
+        limit: int,
+        *,
+        embedding: Sequence[float] | None = None,
+        embedding_model: str | None = None,
+    ) -> list[Candidate]:
+        wanted = limit * CANDIDATES_PER_RESULT
+        if embedding is None or embedding_model is None:
+            return await self._lexical(user_id, query, wanted) if query.strip() else []
+        lexical, dense = await asyncio.gather(
+            self._lexical(user_id, query, wanted) if query.strip() else _nothing(),
+            self._dense(user_id, embedding, embedding_model, wanted),
+        )
+        return merge_candidates(lexical, dense)
+
+    async def set_embedding(
+        self,
+        user_id: str,
+        category: str,
+        key: str,
+        value: str,
+        embedding: Sequence[float],
+        embedding_model: str,
+    ) -> bool:
+        done = await self._call(
+            "storing a memory's vector",
+            "fetchval",
+            "SELECT caller_memory.memory_set_embedding($1, $2, $3, $4, $5, $6)",
+            user_uuid(user_id),
+            category,
+            key,
+            value,
+            vector_literal(embedding),
+            embedding_model,
+        )
+        return bool(done)
+
+    async def unembedded(self, embedding_model: str, limit: int) -> list[Unembedded]:
+        rows = await self._call(
+            "listing memories without a vector",
+            "fetch",
+            "SELECT * FROM caller_memory.memory_unembedded($1, $2)",
+            embedding_model,
+            limit,
+        )
+        return [unembedded_from_row(r) for r in rows]
+
+    async def has_vectors(self) -> bool:
+        found = await self._call(
+            "checking for pgvector", "fetchval", "SELECT caller_memory.memory_has_vectors()"
+        )
+        return bool(found)
 
     async def list_memories(self, user_id: str) -> list[Memory]:
         rows = await self._call(
@@ -344,6 +453,26 @@ class PostgresMemoryStore:
             "fetch",
             "SELECT * FROM caller_memory.memory_list($1)",
             user_uuid(user_id),
+        )
+        return [memory_from_row(r) for r in rows]
+
+    async def list_history(self, user_id: str) -> list[FactChange]:
+        rows = await self._call(
+            "listing replaced values",
+            "fetch",
+            "SELECT * FROM caller_memory.memory_history_list($1)",
+            user_uuid(user_id),
+        )
+        return [fact_change_from_row(r) for r in rows]
+
+    async def list_stating(self, user_id: str, category: str, key: str) -> list[Memory]:
+        rows = await self._call(
+            "listing what states a fact",
+            "fetch",
+            "SELECT * FROM caller_memory.memory_stating($1, $2, $3)",
+            user_uuid(user_id),
+            category,
+            key,
         )
         return [memory_from_row(r) for r in rows]
 
@@ -390,3 +519,7 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
 
 def _terminate_pool(pool: asyncpg.Pool) -> None:
     pool.terminate()
+
+
+async def _nothing() -> list[Candidate]:
+    return []

@@ -7,12 +7,21 @@ PostgREST); every store passes them through `timestamp`.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from caller_memory.types import Memory, MemoryKind, Profile
+from caller_memory.types import (
+    Candidate,
+    FactChange,
+    Memory,
+    MemoryKind,
+    Profile,
+    Statement,
+    Unembedded,
+)
 
 
 def timestamp(value: Any) -> datetime | None:
@@ -68,3 +77,60 @@ def user_uuid(user_id: object) -> uuid.UUID:
         return uuid.UUID(str(user_id))
     except ValueError:
         raise ValueError(f"user id must be a uuid, got {user_id!r}") from None
+
+
+def candidate_from_row(
+    row: Mapping[str, Any] | Any, *, lexical: bool = False, dense: bool = False
+) -> Candidate:
+    """A search hit: the row's `score` is its lexical rank (`lexical`) or its cosine
+    similarity (`dense`)."""
+    score = float(_get(row, "score", 0.0))
+    return Candidate(
+        memory=memory_from_row(row),
+        lexical=score if lexical else None,
+        dense=score if dense else None,
+        session_id=_get(row, "session_id"),
+        turn_index=_get(row, "turn_index"),
+    )
+
+
+def fact_change_from_row(row: Mapping[str, Any] | Any) -> FactChange:
+    """A replaced value from a row with category, key, value, valid_from and valid_until
+    (times as seconds since the epoch, as SQLite keeps them, or as stored times)."""
+
+    def when(value: Any) -> datetime:
+        found = from_epoch(value) if isinstance(value, int | float) else timestamp(value)
+        if found is None:
+            raise ValueError("a replaced value without its times")
+        return found
+
+    return FactChange(
+        category=row["category"],
+        key=row["key"],
+        value=row["value"],
+        valid_from=when(row["valid_from"]),
+        valid_until=when(row["valid_until"]),
+    )
+
+
+def unembedded_from_row(row: Mapping[str, Any] | Any) -> Unembedded:
+    """A memory waiting for its vector, from a row of `unembedded`'s query."""
+    return Unembedded(
+        user_id=str(row["user_id"]),
+        category=row["category"],
+        key=row["key"],
+        value=row["value"],
+        context=_get(row, "context"),
+        said_on=_get(row, "said_on"),
+        kind=_get(row, "kind", MemoryKind.FACT),
+    )
+
+
+def statements_json(states: tuple[Statement, ...]) -> str | None:
+    """What an utterance states, as the JSON array the SQL functions read (None: nothing)."""
+    if not states:
+        return None
+    return json.dumps(
+        [{"category": s.category, "key": s.key, "value": s.value} for s in states],
+        ensure_ascii=False,
+    )

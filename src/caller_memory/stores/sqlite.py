@@ -11,21 +11,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from caller_memory.stores.base import erasure_time, write_times
+from caller_memory.stores.base import CANDIDATES_PER_RESULT, erasure_time, write_times
 from caller_memory.stores.errors import StorageError, StorageSchemaError, StorageUnavailableError
-from caller_memory.stores.rows import memory_from_row, profile_from_row
-from caller_memory.types import CATEGORY_PRIORITY, Memory, MemoryKind, Profile, WriteOutcome
+from caller_memory.stores.rows import (
+    fact_change_from_row,
+    memory_from_row,
+    profile_from_row,
+    unembedded_from_row,
+)
+from caller_memory.stores.vectors import (
+    VectorCache,
+    encode_vector,
+    merge_candidates,
+)
+from caller_memory.text import cjk_pairs, words
+from caller_memory.types import (
+    CATEGORY_PRIORITY,
+    Candidate,
+    FactChange,
+    Memory,
+    MemoryDetails,
+    MemoryKind,
+    Profile,
+    Statement,
+    Unembedded,
+    WriteOutcome,
+)
 
 logger = logging.getLogger("caller_memory.stores.sqlite")
 
@@ -45,12 +66,28 @@ _ADDED_COLUMNS = (
         "REAL NOT NULL DEFAULT 0",
         "UPDATE memories SET captured_at = (julianday(updated_at) - 2440587.5) * 86400.0",
     ),
+    ("context", "TEXT", None),
+    ("said_on", "TEXT", None),
+    ("cjk_pairs", "TEXT", None),
+    ("session_id", "TEXT", None),
+    ("turn_index", "INTEGER", None),
+    ("superseded_at", "REAL", None),
+    ("embedding", "BLOB", None),
+    ("embedding_model", "TEXT", None),
 )
+# The full-text index of the first releases (key and value only), replaced by
+# `memory_text_index`; `PRAGMA user_version` records that the move is done.
+_OLD_INDEX_OBJECTS = (
+    "DROP TRIGGER IF EXISTS memory_search_insert",
+    "DROP TRIGGER IF EXISTS memory_search_delete",
+    "DROP TRIGGER IF EXISTS memory_search_update",
+    "DROP TABLE IF EXISTS memory_search_index",
+)
+SCHEMA_VERSION = 3
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 BUSY_TIMEOUT_MS = 5000
 MAX_QUERY_TERMS = 32
-_TERM_RE = re.compile(r"[^\W_]+", re.UNICODE)  # "_" separates words, as in Postgres
 
 
 def fts_match_expression(user_id: str, query: str) -> str | None:
@@ -61,8 +98,8 @@ def fts_match_expression(user_id: str, query: str) -> str | None:
     syntax. The user's token comes from the uuid itself, never from caller text.
     """
     terms: list[str] = []
-    for term in _TERM_RE.findall(query.lower()):
-        quoted = f'"{term}"'
+    for term in words(query):  # "_" separates words, as in Postgres
+        quoted = '"{}"'.format(term.replace('"', ""))
         if quoted not in terms:
             terms.append(quoted)
         if len(terms) >= MAX_QUERY_TERMS:
@@ -124,6 +161,8 @@ class SQLiteMemoryStore:
         self._executor = ThreadPoolExecutor(
             max_workers=max_threads, thread_name_prefix="sqlite-memory"
         )
+        # each caller's vectors, held in memory once read (search by meaning scans them)
+        self._vectors = VectorCache()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -178,7 +217,9 @@ class SQLiteMemoryStore:
                 conn.executescript("BEGIN IMMEDIATE;\n" + tables)
                 _add_missing_columns(conn)
                 conn.execute("COMMIT")
-                conn.executescript("BEGIN IMMEDIATE;\n" + rest.split("\n", 1)[1] + "\nCOMMIT;")
+                conn.executescript("BEGIN IMMEDIATE;\n" + rest.split("\n", 1)[1])
+                _move_to_the_current_index(conn)
+                conn.execute("COMMIT")
                 conn.executemany(
                     "INSERT INTO memory_categories(category, priority) VALUES (?, ?) "
                     "ON CONFLICT(category) DO UPDATE SET priority = excluded.priority",
@@ -297,8 +338,11 @@ class SQLiteMemoryStore:
         captured_at: float | None = None,
         session_started_at: float | None = None,
         max_utterances: int | None = None,
+        details: MemoryDetails | None = None,
     ) -> WriteOutcome:
         captured_at, session_started_at = write_times(captured_at, session_started_at)
+        extra = details or MemoryDetails()
+        embedding = encode_vector(extra.embedding) if extra.embedding is not None else None
 
         # The write rule of `MemoryStore.upsert_memory`, decided inside one write transaction
         # (BEGIN IMMEDIATE holds the file's write lock, so an erasure cannot slip in between).
@@ -313,7 +357,8 @@ class SQLiteMemoryStore:
                 conn.execute("ROLLBACK")
                 return WriteOutcome.ERASED
             existing = conn.execute(
-                "SELECT captured_at FROM memories WHERE user_id = ? AND category = ? AND key = ?",
+                "SELECT value, captured_at, embedding_model FROM memories "
+                "WHERE user_id = ? AND category = ? AND key = ?",
                 (user_id, category, key),
             ).fetchone()
             if existing is not None and existing["captured_at"] > captured_at:
@@ -324,14 +369,58 @@ class SQLiteMemoryStore:
                 "updated_at) VALUES (?, ?, 1, ?, ?) ON CONFLICT(id) DO NOTHING",
                 (user_id, identity, now, now),
             )
+            superseded = (
+                _superseded_since(conn, user_id, extra.states, captured_at)
+                if kind == MemoryKind.UTTERANCE
+                else None
+            )
+            # a vector is kept only while the value it was made of stays
+            keep_vector = existing is not None and existing["value"] == value
             conn.execute(
                 "INSERT INTO memories(user_id, category, key, value, kind, captured_at, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "created_at, updated_at, context, said_on, cjk_pairs, session_id, turn_index, "
+                "superseded_at, embedding, embedding_model) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(user_id, category, key) DO UPDATE SET "
                 "value = excluded.value, kind = excluded.kind, "
-                "captured_at = excluded.captured_at, updated_at = excluded.updated_at",
-                (user_id, category, key, value, str(kind), captured_at, now, now),
+                "captured_at = excluded.captured_at, updated_at = excluded.updated_at, "
+                "context = excluded.context, said_on = excluded.said_on, "
+                "cjk_pairs = excluded.cjk_pairs, session_id = excluded.session_id, "
+                "turn_index = excluded.turn_index, "
+                "superseded_at = excluded.superseded_at, "
+                "embedding = coalesce(excluded.embedding, "
+                "  CASE WHEN ? THEN memories.embedding END), "
+                "embedding_model = coalesce(excluded.embedding_model, "
+                "  CASE WHEN ? THEN memories.embedding_model END)",
+                (
+                    user_id,
+                    category,
+                    key,
+                    value,
+                    str(kind),
+                    captured_at,
+                    now,
+                    now,
+                    extra.context,
+                    extra.said_on,
+                    cjk_pairs(value, extra.context),
+                    extra.session_id,
+                    extra.turn_index,
+                    superseded,
+                    embedding,
+                    extra.embedding_model if embedding is not None else None,
+                    keep_vector,
+                    keep_vector,
+                ),
             )
+            if kind == MemoryKind.UTTERANCE and extra.states:
+                conn.executemany(
+                    "INSERT INTO memory_statements(user_id, utterance_key, category, key, "
+                    "value) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(user_id, key, st.category, st.key, st.value) for st in extra.states],
+                )
+            if kind == MemoryKind.FACT and existing is not None and existing["value"] != value:
+                _supersede(conn, user_id, category, key, existing, value, captured_at)
             if existing is None and kind == MemoryKind.UTTERANCE and max_utterances is not None:
                 conn.execute(
                     "DELETE FROM memories WHERE id IN (SELECT id FROM memories "
@@ -342,7 +431,10 @@ class SQLiteMemoryStore:
             conn.execute("COMMIT")
             return WriteOutcome.STORED
 
-        return await self._run(op)
+        outcome = await self._run(op)
+        if outcome == WriteOutcome.STORED:
+            self._vectors.invalidate(user_id)
+        return outcome
 
     async def get_memory(self, user_id: str, category: str, key: str) -> str | None:
         def op(conn: sqlite3.Connection) -> str | None:
@@ -355,33 +447,91 @@ class SQLiteMemoryStore:
         return await self._run(op)
 
     async def search_memories(self, user_id: str, query: str, limit: int) -> list[Memory]:
+        return [c.memory for c in await self._lexical(user_id, query, limit)]
+
+    async def _lexical(self, user_id: str, query: str, limit: int) -> list[Candidate]:
         match = fts_match_expression(user_id, query)
 
-        def op(conn: sqlite3.Connection) -> list[Memory]:
+        def op(conn: sqlite3.Connection) -> list[Candidate]:
             if match is None:
                 rows = conn.execute(
                     "SELECT m.* FROM memories m JOIN memory_categories c USING (category) "
-                    "WHERE m.user_id = ? "
+                    "WHERE m.user_id = ? AND m.superseded_at IS NULL "
                     "ORDER BY m.kind = 'utterance', c.priority, "
                     "m.updated_at DESC LIMIT ?",
                     (user_id, limit),
                 ).fetchall()
-                return [memory_from_row(r, score=0.0) for r in rows]
+                return [_candidate(r, lexical=None) for r in rows]
             # FTS5's `ORDER BY rank LIMIT` keeps only the best candidates while it scans; a few
-            # more than asked for leave room for the category and recency tie-breakers.
+            # more than asked for leave room for superseded rows and the tie-breakers.
             rows = conn.execute(
                 "SELECT m.*, -hits.rank AS score FROM ("
-                "  SELECT rowid, rank FROM memory_search_index"
-                "  WHERE memory_search_index MATCH ? ORDER BY rank LIMIT ?"
+                "  SELECT rowid, rank FROM memory_text_index"
+                "  WHERE memory_text_index MATCH ? ORDER BY rank LIMIT ?"
                 ") AS hits JOIN memories m ON m.id = hits.rowid "
                 "JOIN memory_categories c ON c.category = m.category "
-                "WHERE m.user_id = ? "
+                "WHERE m.user_id = ? AND m.superseded_at IS NULL "
                 "ORDER BY score DESC, c.priority, m.updated_at DESC LIMIT ?",
-                (match, limit * 4, user_id, limit),
+                (match, limit * CANDIDATES_PER_RESULT, user_id, limit),
             ).fetchall()
-            return [memory_from_row(r) for r in rows]
+            return [_candidate(r, lexical=float(r["score"])) for r in rows]
 
         return await self._run_read(op)
+
+    async def search_candidates(
+        self,
+        user_id: str,
+        query: str,
+        limit: int,
+        *,
+        embedding: Sequence[float] | None = None,
+        embedding_model: str | None = None,
+    ) -> list[Candidate]:
+        wanted = limit * CANDIDATES_PER_RESULT
+        lexical = await self._lexical(user_id, query, wanted) if query.strip() else []
+        if embedding is None or embedding_model is None:
+            return lexical
+        dense = await self._run_read(
+            lambda conn: self._vectors.nearest(conn, user_id, embedding_model, embedding, wanted)
+        )
+        return merge_candidates(lexical, dense)
+
+    async def set_embedding(
+        self,
+        user_id: str,
+        category: str,
+        key: str,
+        value: str,
+        embedding: Sequence[float],
+        embedding_model: str,
+    ) -> bool:
+        blob = encode_vector(embedding)
+
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE memories SET embedding = ?, embedding_model = ? "
+                "WHERE user_id = ? AND category = ? AND key = ? AND value = ?",
+                (blob, embedding_model, user_id, category, key, value),
+            )
+            return cur.rowcount > 0
+
+        done = await self._run(op)
+        self._vectors.invalidate(user_id)
+        return done
+
+    async def unembedded(self, embedding_model: str, limit: int) -> list[Unembedded]:
+        def op(conn: sqlite3.Connection) -> list[Unembedded]:
+            rows = conn.execute(
+                "SELECT user_id, category, key, value, context, said_on, kind FROM memories "
+                "WHERE embedding_model IS NOT ? AND superseded_at IS NULL ORDER BY id LIMIT ?",
+                (embedding_model, limit),
+            ).fetchall()
+            return [unembedded_from_row(r) for r in rows]
+
+        return await self._run(op)
+
+    async def has_vectors(self) -> bool:
+        return True  # an exact scan of the caller's vectors, in this process
 
     async def list_memories(self, user_id: str) -> list[Memory]:
         def op(conn: sqlite3.Connection) -> list[Memory]:
@@ -394,15 +544,61 @@ class SQLiteMemoryStore:
 
         return await self._run(op)
 
-    async def delete_memory(self, user_id: str, category: str, key: str) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "DELETE FROM memories WHERE user_id = ? AND category = ? AND key = ?",
-                (user_id, category, key),
-            )
-            return cur.rowcount > 0
+    async def list_history(self, user_id: str) -> list[FactChange]:
+        def op(conn: sqlite3.Connection) -> list[FactChange]:
+            rows = conn.execute(
+                "SELECT category, key, value, valid_from, valid_until FROM memory_history "
+                "WHERE user_id = ? ORDER BY valid_until, id",
+                (user_id,),
+            ).fetchall()
+            return [fact_change_from_row(r) for r in rows]
 
         return await self._run(op)
+
+    async def list_stating(self, user_id: str, category: str, key: str) -> list[Memory]:
+        def op(conn: sqlite3.Connection) -> list[Memory]:
+            rows = conn.execute(
+                "SELECT m.* FROM memories m WHERE m.user_id = ? AND m.kind = 'utterance' "
+                "AND m.key IN (SELECT utterance_key FROM memory_statements "
+                "WHERE user_id = ? AND category = ? AND key = ?) ORDER BY m.id",
+                (user_id, user_id, category, key),
+            ).fetchall()
+            return [memory_from_row(r, score=0.0) for r in rows]
+
+        return await self._run(op)
+
+    async def delete_memory(self, user_id: str, category: str, key: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.execute(
+                "DELETE FROM memories WHERE user_id = ? AND category = ? AND key = ? "
+                "RETURNING kind",
+                (user_id, category, key),
+            )
+            gone = cur.fetchone()
+            if gone is not None and gone["kind"] == MemoryKind.FACT:
+                # the caller's words that stated it are no longer true either
+                conn.execute(
+                    "UPDATE memories SET superseded_at = ? WHERE user_id = ? "
+                    "AND kind = 'utterance' AND superseded_at IS NULL AND key IN ("
+                    "SELECT utterance_key FROM memory_statements "
+                    "WHERE user_id = ? AND category = ? AND key = ?)",
+                    (time.time(), user_id, user_id, category, key),
+                )
+            conn.execute(
+                "DELETE FROM memory_history WHERE user_id = ? AND category = ? AND key = ?",
+                (user_id, category, key),
+            )
+            conn.execute(
+                "DELETE FROM memory_statements WHERE user_id = ? AND utterance_key = ?",
+                (user_id, key),
+            )
+            conn.execute("COMMIT")
+            return gone is not None
+
+        deleted = await self._run(op)
+        self._vectors.invalidate(user_id)
+        return deleted
 
     async def delete_user(self, user_id: str, *, erased_at: float | None = None) -> int:
         erased_at = erasure_time(erased_at)
@@ -415,13 +611,17 @@ class SQLiteMemoryStore:
                 "erased_at = max(erased_at, excluded.erased_at)",
                 (user_id, erased_at),
             )
+            conn.execute("DELETE FROM memory_statements WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM memory_history WHERE user_id = ?", (user_id,))
             cur = conn.execute("DELETE FROM memories WHERE user_id = ?", (user_id,))
             deleted = cur.rowcount
             conn.execute("DELETE FROM profiles WHERE id = ?", (user_id,))
             conn.execute("COMMIT")
             return deleted
 
-        return await self._run(op)
+        deleted = await self._run(op)
+        self._vectors.invalidate(user_id)
+        return deleted
 
     async def aclose(self) -> None:
         self._closed = True
@@ -436,6 +636,56 @@ class SQLiteMemoryStore:
                 except sqlite3.Error:
                     pass
             self._connections.clear()
+
+
+def _candidate(row: sqlite3.Row, *, lexical: float | None) -> Candidate:
+    return Candidate(
+        memory=memory_from_row(row, score=lexical or 0.0),
+        lexical=lexical,
+        session_id=row["session_id"],
+        turn_index=row["turn_index"],
+    )
+
+
+def _superseded_since(
+    conn: sqlite3.Connection, user_id: str, states: tuple[Statement, ...], captured_at: float
+) -> float | None:
+    """When an utterance captured at `captured_at` stating `states` was superseded already: a
+    fact it states had a newer, different value by then (None: it was not)."""
+    found: list[float] = []
+    for statement in states:
+        row = conn.execute(
+            "SELECT captured_at FROM memories WHERE user_id = ? AND category = ? AND key = ? "
+            "AND kind = 'fact' AND value <> ? AND captured_at > ?",
+            (user_id, statement.category, statement.key, statement.value, captured_at),
+        ).fetchone()
+        if row is not None:
+            found.append(row["captured_at"])
+    return min(found) if found else None
+
+
+def _supersede(
+    conn: sqlite3.Connection,
+    user_id: str,
+    category: str,
+    key: str,
+    old: sqlite3.Row,
+    value: str,
+    captured_at: float,
+) -> None:
+    """A stable fact changed: keep its old value as history, and stop recalling the
+    utterances that stated it."""
+    conn.execute(
+        "INSERT INTO memory_history(user_id, category, key, value, valid_from, valid_until) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (user_id, category, key, old["value"], old["captured_at"], captured_at),
+    )
+    conn.execute(
+        "UPDATE memories SET superseded_at = ? WHERE user_id = ? AND kind = 'utterance' "
+        "AND superseded_at IS NULL AND key IN (SELECT utterance_key FROM memory_statements "
+        "WHERE user_id = ? AND category = ? AND key = ? AND value <> ?)",
+        (captured_at, user_id, user_id, category, key, value),
+    )
 
 
 def _create_private_file(path: Path) -> None:
@@ -461,7 +711,29 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
     for name, definition, backfill in _ADDED_COLUMNS:
         if name not in present:
             conn.execute(f"ALTER TABLE memories ADD COLUMN {name} {definition}")
-            conn.execute(backfill)
+            if backfill is not None:
+                conn.execute(backfill)
+
+
+def _move_to_the_current_index(conn: sqlite3.Connection) -> None:
+    """Once per file: drop the first releases' text index and index every memory in the
+    current one (a contentless FTS5 table holds only what was inserted into it)."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return
+    for statement in _OLD_INDEX_OBJECTS:
+        conn.execute(statement)
+    conn.create_function("cjk_pairs", 2, cjk_pairs, deterministic=True)
+    conn.execute(
+        "UPDATE memories SET cjk_pairs = cjk_pairs(value, context) "
+        "WHERE cjk_pairs(value, context) IS NOT NULL"
+    )
+    conn.execute("INSERT INTO memory_text_index(memory_text_index) VALUES ('delete-all')")
+    conn.execute(
+        "INSERT INTO memory_text_index(rowid, user_tok, key, value, context, said_on, cjk_pairs) "
+        "SELECT id, 'u' || replace(user_id, '-', ''), key, value, coalesce(context, ''), "
+        "coalesce(said_on, ''), coalesce(cjk_pairs, '') FROM memories"
+    )
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _translate(exc: sqlite3.Error, path: Path) -> StorageError:

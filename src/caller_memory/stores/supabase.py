@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +45,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from caller_memory.stores.base import erasure_time, write_times
+from caller_memory.stores.base import CANDIDATES_PER_RESULT, erasure_time, write_times
 from caller_memory.stores.errors import (
     StorageConfigError,
     StorageError,
@@ -51,9 +53,29 @@ from caller_memory.stores.errors import (
     StorageUnavailableError,
 )
 from caller_memory.stores.per_loop import PerLoop
-from caller_memory.stores.rows import from_epoch, memory_from_row, profile_from_row, user_uuid
+from caller_memory.stores.rows import (
+    candidate_from_row,
+    fact_change_from_row,
+    from_epoch,
+    memory_from_row,
+    profile_from_row,
+    statements_json,
+    unembedded_from_row,
+    user_uuid,
+)
 from caller_memory.stores.supabase_url import URL_ENV, check_supabase_url, key_role
-from caller_memory.types import Memory, MemoryKind, Profile, WriteOutcome
+from caller_memory.stores.vectors import merge_candidates, vector_literal
+from caller_memory.text import cjk_pairs
+from caller_memory.types import (
+    Candidate,
+    FactChange,
+    Memory,
+    MemoryDetails,
+    MemoryKind,
+    Profile,
+    Unembedded,
+    WriteOutcome,
+)
 
 if TYPE_CHECKING:
     from caller_memory.settings import MemorySettings
@@ -464,8 +486,11 @@ class SupabaseMemoryStore:
         captured_at: float | None = None,
         session_started_at: float | None = None,
         max_utterances: int | None = None,
+        details: MemoryDetails | None = None,
     ) -> WriteOutcome:
         captured_at, session_started_at = write_times(captured_at, session_started_at)
+        extra = details or MemoryDetails()
+        states = statements_json(extra.states)
         params = {
             "p_user_id": str(user_uuid(user_id)),
             "p_category": category,
@@ -476,12 +501,23 @@ class SupabaseMemoryStore:
             "p_captured_at": _iso(captured_at),
             "p_session_started_at": _iso(session_started_at),
             "p_max_utterances": max_utterances,
+            "p_context": extra.context,
+            "p_said_on": extra.said_on,
+            "p_session_id": extra.session_id,
+            "p_turn_index": extra.turn_index,
+            "p_states": json.loads(states) if states is not None else None,
+            "p_cjk_pairs": cjk_pairs(value, extra.context),
         }
         outcome = _scalar("memory_upsert", await self._rpc("memory_upsert", params), str)
         try:
-            return WriteOutcome(outcome)
+            stored = WriteOutcome(outcome)
         except ValueError:
             raise _shape_error("memory_upsert", f"the outcome {outcome!r}") from None
+        if stored == WriteOutcome.STORED and extra.embedding is not None and extra.embedding_model:
+            await self.set_embedding(
+                user_id, category, key, value, extra.embedding, extra.embedding_model
+            )
+        return stored
 
     async def get_memory(self, user_id: str, category: str, key: str) -> str | None:
         params = {"p_user_id": str(user_uuid(user_id)), "p_category": category, "p_key": key}
@@ -489,14 +525,85 @@ class SupabaseMemoryStore:
         return None if result is None else _scalar("memory_get", result, str)
 
     async def search_memories(self, user_id: str, query: str, limit: int) -> list[Memory]:
+        return [c.memory for c in await self._lexical(user_id, query, limit)]
+
+    async def _lexical(self, user_id: str, query: str, limit: int) -> list[Candidate]:
         params = {"p_user_id": str(user_uuid(user_id)), "p_query": query, "p_limit": limit}
         rows = _rows("memory_search", await self._rpc("memory_search", params))
-        return [_memory(row, "memory_search") for row in rows]
+        return [_candidate(row, "memory_search", lexical=bool(query.strip())) for row in rows]
+
+    async def search_candidates(
+        self,
+        user_id: str,
+        query: str,
+        limit: int,
+        *,
+        embedding: Sequence[float] | None = None,
+        embedding_model: str | None = None,
+    ) -> list[Candidate]:
+        wanted = limit * CANDIDATES_PER_RESULT
+        lexical = await self._lexical(user_id, query, wanted) if query.strip() else []
+        if embedding is None or embedding_model is None:
+            return lexical
+        params = {
+            "p_user_id": str(user_uuid(user_id)),
+            "p_embedding": vector_literal(embedding),
+            "p_model": embedding_model,
+            "p_limit": wanted,
+        }
+        fn = "memory_dense_search"
+        dense = [_candidate(row, fn, dense=True) for row in _rows(fn, await self._rpc(fn, params))]
+        return merge_candidates(lexical, dense)
+
+    async def set_embedding(
+        self,
+        user_id: str,
+        category: str,
+        key: str,
+        value: str,
+        embedding: Sequence[float],
+        embedding_model: str,
+    ) -> bool:
+        params = {
+            "p_user_id": str(user_uuid(user_id)),
+            "p_category": category,
+            "p_key": key,
+            "p_value": value,
+            "p_embedding": vector_literal(embedding),
+            "p_model": embedding_model,
+        }
+        fn = "memory_set_embedding"
+        return _scalar(fn, await self._rpc(fn, params), bool)
+
+    async def unembedded(self, embedding_model: str, limit: int) -> list[Unembedded]:
+        fn = "memory_unembedded"
+        rows = _rows(fn, await self._rpc(fn, {"p_model": embedding_model, "p_limit": limit}))
+        try:
+            return [unembedded_from_row(r) for r in rows]
+        except (KeyError, TypeError) as exc:
+            raise _shape_error(fn, f"a malformed row ({exc!r})") from None
+
+    async def has_vectors(self) -> bool:
+        fn = "memory_has_vectors"
+        return _scalar(fn, await self._rpc(fn, {}), bool)
 
     async def list_memories(self, user_id: str) -> list[Memory]:
         params = {"p_user_id": str(user_uuid(user_id))}
         rows = _rows("memory_list", await self._rpc("memory_list", params))
         return [_memory(row, "memory_list") for row in rows]
+
+    async def list_history(self, user_id: str) -> list[FactChange]:
+        params = {"p_user_id": str(user_uuid(user_id))}
+        rows = _rows("memory_history_list", await self._rpc("memory_history_list", params))
+        try:
+            return [fact_change_from_row(row) for row in rows]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _shape_error("memory_history_list", f"a malformed row ({exc!r})") from None
+
+    async def list_stating(self, user_id: str, category: str, key: str) -> list[Memory]:
+        params = {"p_user_id": str(user_uuid(user_id)), "p_category": category, "p_key": key}
+        rows = _rows("memory_stating", await self._rpc("memory_stating", params))
+        return [_memory(row, "memory_stating") for row in rows]
 
     async def delete_memory(self, user_id: str, category: str, key: str) -> bool:
         params = {"p_user_id": str(user_uuid(user_id)), "p_category": category, "p_key": key}
@@ -552,6 +659,15 @@ def _iso(seconds: float) -> str:
 def _profile(row: dict[str, Any], fn: str) -> Profile:
     try:
         return profile_from_row(row)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _shape_error(fn, f"a malformed row ({exc!r})") from None
+
+
+def _candidate(
+    row: dict[str, Any], fn: str, *, lexical: bool = False, dense: bool = False
+) -> Candidate:
+    try:
+        return candidate_from_row(row, lexical=lexical, dense=dense)
     except (KeyError, TypeError, ValueError) as exc:
         raise _shape_error(fn, f"a malformed row ({exc!r})") from None
 

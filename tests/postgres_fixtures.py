@@ -97,11 +97,13 @@ def fresh_database(pg_cluster: PostgresCluster) -> Iterator[str]:
 
 
 async def truncate_all(dsn: str) -> None:
-    """Empty profiles and memories (the category table keeps its seeded rows)."""
+    """Empty profiles, memories and their history (the category table keeps its seeded
+    rows)."""
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
         await conn.execute(
-            "TRUNCATE caller_memory.memories, caller_memory.erasures, public.profiles "
+            "TRUNCATE caller_memory.memories, caller_memory.erasures, "
+            "caller_memory.memory_history, caller_memory.memory_statements, public.profiles "
             "RESTART IDENTITY CASCADE"
         )
     finally:

@@ -44,15 +44,27 @@ def profile_json(profile: Profile | None) -> dict[str, Any] | None:
 
 
 async def export_caller(memory: CallerMemory, identity: str) -> dict[str, Any]:
-    """The caller's profile and every memory, as JSON-ready data."""
+    """The caller's profile, every memory, and the values their facts held before they were
+    replaced, as JSON-ready data."""
     with session_user(identity, namespace=memory.settings.identity_namespace) as user_uuid:
         profile = await aget_profile(store=memory.store)
         memories = await memory.manager.alist()
+        history = await memory.store.list_history(user_uuid)
     return {
         "identity": identity,
         "user_uuid": user_uuid,
         "profile": profile_json(profile),
         "memories": [memory_json(m) for m in memories],
+        "replaced": [
+            {
+                "category": h.category,
+                "key": h.key,
+                "value": h.value,
+                "valid_from": _iso(h.valid_from),
+                "valid_until": _iso(h.valid_until),
+            }
+            for h in history
+        ],
     }
 
 

@@ -1,6 +1,7 @@
 """`caller-memory`: the operator's command.
 
     caller-memory check                                    # settings, spool directory, store
+    caller-memory backfill [--batch N]                     # vectors for memories without one
     caller-memory admin list   <identity>
     caller-memory admin export <identity> [--output FILE]  # JSON: profile + every memory
     caller-memory admin delete <identity> --yes            # profile and every memory, for good
@@ -28,6 +29,8 @@ import sys
 from pathlib import Path
 
 from caller_memory.admin import delete_caller, export_caller
+from caller_memory.backfill import DEFAULT_BATCH, backfill_embeddings
+from caller_memory.embeddings.base import EmbeddingError
 from caller_memory.identity import validate_identity
 from caller_memory.memory import CallerMemory
 from caller_memory.settings import MemorySettings, SettingsError, load_environment
@@ -45,14 +48,15 @@ def _say(message: str) -> None:
 async def _check(memory: CallerMemory) -> int:
     try:
         await memory.check()
-    except (SpoolNotWritableError, StorageError) as exc:
+        searching = await memory.search_mode()
+    except (SpoolNotWritableError, StorageError, EmbeddingError) as exc:
         _say(f"check failed: {exc}")
         return 1
     finally:
         await memory.aclose()
     print(
         f"memory store OK ({memory.settings.backend}): {memory.describe()}; spool directory "
-        f"{memory.settings.spool_dir.resolve()} is writable"
+        f"{memory.settings.spool_dir.resolve()} is writable; {searching}"
     )
     return 0
 
@@ -95,10 +99,44 @@ async def _admin(memory: CallerMemory, args: argparse.Namespace) -> int:
         await memory.aclose()
 
 
+async def _backfill(memory: CallerMemory, batch: int) -> int:
+    try:
+        if memory.embedder is None:
+            _say(
+                memory.embedding_problem
+                or "embeddings are off (MEMORY_EMBEDDINGS=off): there is nothing to backfill"
+            )
+            return 1
+        await memory.check()
+        if not await memory.store.has_vectors():
+            _say(
+                f"{memory.describe()} cannot search by meaning (install pgvector: "
+                "`create extension vector`, then apply the migrations again): nothing to backfill"
+            )
+            return 1
+        done = await backfill_embeddings(memory.store, memory.embedder, batch=batch)
+    except (SpoolNotWritableError, StorageError, EmbeddingError) as exc:
+        _say(f"backfill failed: {exc}")
+        return 1
+    finally:
+        await memory.aclose()
+    print(
+        f"embedded {done.embedded} memories with {memory.embedder.name}"
+        + (f"; {done.changed} changed meanwhile (their writers embed them)" if done.changed else "")
+    )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Operate caller memory.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help="check the settings, the spool directory and the store")
+    backfill = commands.add_parser(
+        "backfill", help="embed the stored memories that have no vector of the current model"
+    )
+    backfill.add_argument(
+        "--batch", type=int, default=DEFAULT_BATCH, help="memories embedded at a time"
+    )
     admin = commands.add_parser("admin", help="a caller's data-rights requests")
     actions = admin.add_subparsers(dest="action", required=True)
     for name, help_text in (
@@ -135,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         _say(f"check of {memory.describe()}")
         return asyncio.run(_check(memory))
+    if args.command == "backfill":
+        _say(f"backfill of {memory.describe()}")
+        return asyncio.run(_backfill(memory, max(args.batch, 1)))
     if args.action == "delete" and not args.yes:
         _say("refusing to delete without --yes")
         return 2

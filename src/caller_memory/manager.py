@@ -18,14 +18,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from caller_memory import defaults
 from caller_memory.context import get_current_identity, get_current_user, get_session_started_at
+from caller_memory.embeddings.base import Embedder, EmbeddingError, Vector
+from caller_memory.indexing import clip_context, index_text, said_on_words
+from caller_memory.recall.fusion import FusionWeights, fuse
 from caller_memory.recall.query import build_search_query
 from caller_memory.stores.base import MemoryStore
 from caller_memory.sync_bridge import run_sync
-from caller_memory.types import Memory, MemoryCategory, MemoryKind, WriteOutcome
+from caller_memory.types import Memory, MemoryCategory, MemoryDetails, MemoryKind, WriteOutcome
 from caller_memory.validation import (
     MAX_QUERY_LENGTH,
     validate_key,
@@ -41,10 +45,21 @@ T = TypeVar("T")
 class MemoryManager:
     """Memory operations for the caller in context (see module docstring)."""
 
-    def __init__(self, store: MemoryStore, *, max_utterances: int | None = None) -> None:
-        """`max_utterances`: the per-caller cap on stored utterances (None: no limit)."""
+    def __init__(
+        self,
+        store: MemoryStore,
+        *,
+        max_utterances: int | None = None,
+        embedder: Embedder | None = None,
+        fusion: FusionWeights | None = None,
+    ) -> None:
+        """`max_utterances`: the per-caller cap on stored utterances (None: no limit);
+        `embedder`: what makes vectors of memories and queries (None: lexical search only);
+        `fusion`: the weights of hybrid ranking (default: the tuned ones)."""
         self._store = store
         self._max_utterances = max_utterances
+        self._embedder = embedder
+        self._fusion = fusion or FusionWeights()
 
     @property
     def store_backend(self) -> MemoryStore:
@@ -53,6 +68,14 @@ class MemoryManager:
     @property
     def max_utterances(self) -> int | None:
         return self._max_utterances
+
+    @property
+    def embedder(self) -> Embedder | None:
+        return self._embedder
+
+    @property
+    def fusion(self) -> FusionWeights:
+        return self._fusion
 
     # -- async API (the agent's) ------------------------------------------------------------
 
@@ -65,23 +88,33 @@ class MemoryManager:
         kind: str | MemoryKind = MemoryKind.FACT,
         captured_at: float | None = None,
         session_started_at: float | None = None,
+        said_at: float | None = None,
+        context: str | None = None,
+        details: MemoryDetails | None = None,
     ) -> WriteOutcome:
         """Store one memory for the caller in context; the store decides whether it lands.
 
-        `captured_at` is when the caller said it (default: now) and orders writes of one key
-        across writers; `session_started_at` is when the session that heard it began
-        (default: the start of the session in context, set by `set_session_user`, else
-        `captured_at`): an erasure of the caller since then refuses the write.
-        Returns what the store did (`WriteOutcome`); a refusal is not an error.
+        `captured_at` (or its other name, `said_at`) is when the caller said it (default:
+        now) and orders writes of one key across writers; `session_started_at` is when the
+        session that heard it began (default: the start of the session in context, set by
+        `set_session_user`, else `captured_at`): an erasure of the caller since then refuses
+        the write. `context` is what was said just before (in a call, the agent's line the
+        caller answered): indexed with the value, never returned as it; `details` carry the
+        rest (where it was said, the facts an utterance states). With an embedder, the
+        memory's vector is made here (a memory without one is still stored: the backfill
+        command adds it later). Returns what the store did (`WriteOutcome`); a refusal is
+        not an error.
         """
         cat = MemoryCategory.parse(category).value
         kind = MemoryKind(kind)
         key, value = validate_key(key), validate_value(value)
         user_id = get_current_user("storing a memory")
-        captured = time.time() if captured_at is None else float(captured_at)
+        when = captured_at if captured_at is not None else said_at
+        captured = time.time() if when is None else float(when)
         if session_started_at is None:
             session_started_at = get_session_started_at()
         started = captured if session_started_at is None else float(session_started_at)
+        extra = await self._described(kind, key, value, captured, context, details)
         outcome = await self.store_backend.upsert_memory(
             user_id,
             cat,
@@ -92,9 +125,38 @@ class MemoryManager:
             captured_at=captured,
             session_started_at=started,
             max_utterances=self.max_utterances,
+            details=extra,
         )
         logger.debug("memory write for %s: [%s] %s -> %s", user_id, cat, key, outcome)
         return outcome
+
+    async def _described(
+        self,
+        kind: MemoryKind,
+        key: str,
+        value: str,
+        captured: float,
+        context: str | None,
+        details: MemoryDetails | None,
+    ) -> MemoryDetails:
+        """`details` completed: the context and the day, and the vector (with an embedder)."""
+        extra = details or MemoryDetails()
+        clipped = clip_context(context if context is not None else extra.context)
+        said_on = extra.said_on or said_on_words(captured)
+        extra = replace(extra, context=clipped, said_on=said_on)
+        if self.embedder is None or extra.embedding is not None:
+            return extra
+        text = index_text(kind=kind, key=key, value=value, context=clipped)
+        try:
+            [vector] = await self.embedder.embed_documents([text])
+        except EmbeddingError as exc:
+            logger.debug("memory stored without a vector (%s); the backfill adds it", exc)
+            return extra
+        return replace(
+            extra,
+            embedding=tuple(float(x) for x in vector),
+            embedding_model=self.embedder.name,
+        )
 
     async def aretrieve(self, category: str | MemoryCategory, key: str) -> str | None:
         cat = MemoryCategory.parse(category).value
@@ -105,24 +167,53 @@ class MemoryManager:
     async def asearch(self, query: str, limit: int = 5) -> list[Memory]:
         """The caller's memories most relevant to `query`, best first.
 
-        An empty query returns the caller's most important memories (stable facts before
-        utterances, by category, newest first); a query with no content words ("hello!")
-        returns nothing, since nothing in it can be relevant.
+        By text and, with an embedder, by meaning, ranked by `caller_memory.recall.fusion`;
+        never a superseded memory. An empty query returns the caller's most important
+        memories (stable facts before utterances, by category, newest first); a query with no
+        content words and no embedder ("hello!") returns nothing.
         """
         if not isinstance(query, str):
             raise ValueError("a search query must be a string")
         limit = validate_limit(limit)
         user_id = get_current_user("searching memories")
-        terms = build_search_query(query[:MAX_QUERY_LENGTH])
-        if not terms and query.strip():
-            return []
-        return await self.store_backend.search_memories(user_id, terms, limit)
+        text = query[:MAX_QUERY_LENGTH]
+        if not text.strip():
+            return await self.store_backend.search_memories(user_id, "", limit)
+        terms = build_search_query(text)
+        vector = await self._query_vector(text)
+        if not terms and vector is None:
+            return []  # no word that can be searched for, and no meaning to search by
+        candidates = await self.store_backend.search_candidates(
+            user_id,
+            terms,
+            limit,
+            embedding=tuple(float(x) for x in vector) if vector is not None else None,
+            embedding_model=self.embedder.name if self.embedder is not None else None,
+        )
+        return fuse(candidates, limit, self.fusion)
+
+    async def _query_vector(self, text: str) -> Vector | None:
+        if self.embedder is None:
+            return None
+        try:
+            return await self.embedder.embed_query(text)
+        except EmbeddingError as exc:
+            logger.debug("searching by text only this time (%s)", exc)
+            return None
 
     async def aforget(self, category: str | MemoryCategory, key: str) -> bool:
         cat = MemoryCategory.parse(category).value
         key = validate_key(key)
         user_id = get_current_user("forgetting a memory")
         return await self.store_backend.delete_memory(user_id, cat, key)
+
+    async def astating(self, category: str | MemoryCategory, key: str) -> list[Memory]:
+        """The caller's utterances that stated any value of the fact (category, key),
+        replaced ones too."""
+        cat = MemoryCategory.parse(category).value
+        key = validate_key(key)
+        user_id = get_current_user("listing what states a fact")
+        return await self.store_backend.list_stating(user_id, cat, key)
 
     async def alist(self) -> list[Memory]:
         user_id = get_current_user("listing memories")
@@ -181,6 +272,14 @@ class DefaultMemoryManager(MemoryManager):
     @property
     def max_utterances(self) -> int | None:
         return self._default.max_utterances
+
+    @property
+    def embedder(self) -> Embedder | None:
+        return self._default.embedder
+
+    @property
+    def fusion(self) -> FusionWeights:
+        return self._default.fusion
 
 
 memory_manager: MemoryManager = DefaultMemoryManager()

@@ -17,16 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
 
 from livekit import rtc
 from livekit.agents import AgentSession, llm
 from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTranscribedEvent
 
 from caller_memory import defaults
-from caller_memory.capture.llm_extractor import LLMFactExtractor
+from caller_memory.capture.llm_extractor import LLMFactExtractor, ReplyWatch
 from caller_memory.capture.writer import CaptureWriter
 from caller_memory.context import set_session_user
+from caller_memory.embeddings.base import Embedder, EmbeddingError, EmbeddingSetupError
+from caller_memory.embeddings.factory import embedder_from_settings
 from caller_memory.manager import MemoryManager
 from caller_memory.profiles import aensure_profile_exists
 from caller_memory.settings import MemorySettings, default_settings, use_settings
@@ -51,13 +54,32 @@ STARTUP_REPLAY_DELAY_S = 0.05
 class CallerMemory:
     """Per-caller long-term memory for LiveKit agents (see module docstring)."""
 
-    def __init__(self, *, store: MemoryStore, settings: MemorySettings | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        store: MemoryStore,
+        settings: MemorySettings | None = None,
+        embedder: Embedder | Literal["settings"] | None = "settings",
+    ) -> None:
         """`settings` default to the defaults of every setting (the environment is not read:
-        use `from_settings` for that)."""
+        use `from_settings` for that). `embedder` defaults to the one the settings select
+        (`MEMORY_EMBEDDINGS`); when that cannot work (the local model's files are missing),
+        search is lexical only, a warning says why, and `check()` refuses to pass."""
         self.settings = settings if settings is not None else MemorySettings.model_construct()
         self.store = store
         self.outage = OutageLog()
-        self.manager = MemoryManager(store, max_utterances=self.settings.max_utterances)
+        self.embedding_problem: str | None = None
+        if embedder == "settings":
+            try:
+                embedder = embedder_from_settings(self.settings)
+            except EmbeddingSetupError as exc:
+                embedder = None
+                self.embedding_problem = str(exc)  # check() refuses; attach() warns once
+        self.embedder = embedder
+        self._search_noted = False
+        self.manager = MemoryManager(
+            store, max_utterances=self.settings.max_utterances, embedder=embedder
+        )
         self.spool = MemorySpool(
             self.settings.spool_dir,
             manager=self.manager,
@@ -98,6 +120,7 @@ class CallerMemory:
         accepted so that attaching reads like starting.
         """
         del room  # the session's room is passed to `session.start`; see `start_options`
+        await self._note_how_search_works()
         # Memories spooled by a process that died (or by this one during an outage) are
         # replayed in the background, each as its own caller. The first delay must not be 0:
         # the replayer backs off by doubling it, and 0 doubled stays 0.
@@ -119,7 +142,10 @@ class CallerMemory:
             spool=self.spool,
             outage=self.outage,
             queue_max=self.settings.capture_queue_max,
-            fact_extractor=self._fact_extractor(session),
+            fact_extractor=(extractor := self._fact_extractor(session)),
+            extract_every=self.settings.llm_extractor_every,
+            # a batch waits for the agent's reply to the message that made it due
+            replies=ReplyWatch(session) if extractor is not None else None,
         )
         caller = CallerSession(
             memory=self,
@@ -137,8 +163,17 @@ class CallerMemory:
         return caller
 
     def _fact_extractor(self, session: AgentSession[Any]) -> LLMFactExtractor | None:
-        if self.settings.llm_extractor and isinstance(session.llm, llm.LLM):
+        """The session's own LLM reads the caller's facts (`MEMORY_LLM_EXTRACTOR`, on by
+        default); without one (no LLM, or a realtime model, which takes no text request)
+        the capture rules alone find them."""
+        if not self.settings.llm_extractor:
+            return None
+        if isinstance(session.llm, llm.LLM):
             return LLMFactExtractor(session.llm)
+        logger.debug(
+            "no LLM fact extraction in this session: its model (%s) takes no text request",
+            type(session.llm).__name__,
+        )
         return None
 
     async def _ensure_profile(self, user_uuid: str, identity: str) -> tuple[Profile, bool]:
@@ -167,17 +202,72 @@ class CallerMemory:
             logger.warning("[SESSION INIT] could not load the caller's memories: %s", _why(exc))
             return []
 
+    async def _note_how_search_works(self) -> None:
+        """Once: say when search goes by text only although meaning was asked for."""
+        if self._search_noted:
+            return
+        if self.embedder is None:
+            self._search_noted = True
+            if self.embedding_problem is not None:
+                logger.warning("search is by text only: %s", self.embedding_problem)
+            return
+        self._search_noted = True
+        try:
+            if not await self.store.has_vectors():
+                logger.warning(
+                    "search is by text only: the %s store cannot search by meaning (install "
+                    "pgvector in the database and apply the migrations again, or set "
+                    "MEMORY_EMBEDDINGS=off to say so)",
+                    self.store.name,
+                )
+        except StorageError as exc:
+            self._search_noted = False  # the store is down: ask again next time
+            logger.debug("could not ask the store whether it searches by meaning: %s", exc)
+
     # -- operating it --------------------------------------------------------------------------
 
+    async def search_mode(self) -> str:
+        """How this memory searches, for an operator: by meaning with which model, or by
+        words only and why."""
+        if self.embedder is None:
+            return (
+                "search by words only (MEMORY_EMBEDDINGS=off)"
+                if self.embedding_problem is None
+                else "search by words only (the embedding model cannot be used)"
+            )
+        if not await self.store.has_vectors():
+            return "search by words only (the store has no pgvector)"
+        return f"search by words and meaning ({self.embedder.name})"
+
     async def check(self, *, timeout: float = CHECK_TIMEOUT_S) -> None:
-        """Raise (saying what to do) unless the spool directory can be written and the store
-        answers: `SpoolNotWritableError`, or a `StorageError`."""
+        """Raise (saying what to do) unless the spool directory can be written, the embedder
+        the settings ask for can work, and the store answers: `SpoolNotWritableError`,
+        `EmbeddingSetupError`, or a `StorageError`."""
         await asyncio.to_thread(check_spool_writable, self.settings.spool_dir)
+        if self.embedding_problem is not None:
+            raise EmbeddingSetupError(self.embedding_problem)
+        if self.embedder is not None:
+            await self.embedder.warm_up()
         await check_store(self.store, timeout=timeout)
+        await self._note_how_search_works()
+
+    def prewarm(self) -> None:
+        """Load now what the first caller turn would otherwise wait for (the local embedding
+        model, about a second): for a worker's prewarm, which may block. A model that cannot
+        load is logged; search is then by text (`check()` refuses such settings earlier)."""
+        if self.embedder is None:
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="memory-prewarm") as pool:
+            try:
+                pool.submit(asyncio.run, self.embedder.warm_up()).result()
+            except EmbeddingError as exc:
+                logger.error("the embedding model could not be loaded; searching by text: %s", exc)
 
     async def aclose(self) -> None:
-        """Close the store (its connections or files)."""
+        """Close the store (its connections or files) and the embedder."""
         await self.store.aclose()
+        if self.embedder is not None:
+            await self.embedder.aclose()
 
 
 def _why(exc: BaseException) -> str:
@@ -200,6 +290,8 @@ def _follow_the_session(session: AgentSession[Any], caller: CallerSession) -> No
         item = event.item
         if isinstance(item, llm.ChatMessage) and item.role == "user":
             caller.caller_said(item.text_content or "", message_id=item.id)
+        elif isinstance(item, llm.ChatMessage) and item.role == "assistant":
+            caller.agent_said(item.text_content or "")
 
     def on_transcribed(event: UserInputTranscribedEvent) -> None:
         if event.is_final and event.transcript.strip():

@@ -30,6 +30,8 @@ from caller_memory.stores.database_url import DatabaseUrlError, parse_database_u
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_SQLITE_PATH = DEFAULT_DATA_DIR / "memories.sqlite3"
 DEFAULT_SPOOL_DIR = DEFAULT_DATA_DIR / "spool"
+DEFAULT_EMBEDDING_MODEL_DIR = DEFAULT_DATA_DIR / "models" / "multilingual-e5-small"
+DEFAULT_LLM_EXTRACTOR_EVERY = 4
 _TRUE = frozenset({"1", "true", "yes"})
 _FALSE = frozenset({"0", "false", "no"})
 
@@ -111,7 +113,22 @@ class MemorySettings(BaseSettings):
     max_utterances_per_caller: int = Field(default=20_000, alias="MEMORY_MAX_UTTERANCES_PER_CALLER")
     capture_queue_max: int = Field(default=256, alias="MEMORY_CAPTURE_QUEUE_MAX")
     spool_dir: Path = Field(default=DEFAULT_SPOOL_DIR, alias="MEMORY_SPOOL_DIR")
-    llm_extractor: bool = Field(default=False, alias="MEMORY_LLM_EXTRACTOR")
+    llm_extractor: bool = Field(default=True, alias="MEMORY_LLM_EXTRACTOR")
+    llm_extractor_every: int = Field(
+        default=DEFAULT_LLM_EXTRACTOR_EVERY, alias="MEMORY_LLM_EXTRACTOR_EVERY"
+    )
+
+    # -- meaning (embeddings) ---------------------------------------------------------------------
+    embeddings: Literal["local", "openai", "off"] = Field(
+        default="local", alias="MEMORY_EMBEDDINGS"
+    )
+    embedding_model_dir: Path = Field(
+        default=DEFAULT_EMBEDDING_MODEL_DIR, alias="MEMORY_EMBEDDING_MODEL_DIR"
+    )
+    embedding_threads: int = Field(default=1, alias="MEMORY_EMBEDDING_THREADS")
+    openai_embedding_model: str = Field(
+        default="text-embedding-3-small", alias="MEMORY_OPENAI_EMBEDDING_MODEL"
+    )
 
     # -- validation, one message per variable ---------------------------------------------------
 
@@ -145,7 +162,26 @@ class MemorySettings(BaseSettings):
     @field_validator("llm_extractor", mode="before")
     @classmethod
     def _llm_extractor(cls, value: object) -> bool:
-        return _flag("MEMORY_LLM_EXTRACTOR", value)
+        try:
+            return _flag("MEMORY_LLM_EXTRACTOR", value)
+        except ValueError:
+            raise ValueError(
+                "MEMORY_LLM_EXTRACTOR must be 0 to stop asking the session's LLM for the "
+                "caller's facts (the capture rules alone then find them) or 1 to ask it "
+                f"(true/false and yes/no work too); unset it for the default, on; got {value!r}"
+            ) from None
+
+    @field_validator("llm_extractor_every", mode="before")
+    @classmethod
+    def _llm_extractor_every(cls, value: object) -> int:
+        return _whole(
+            "MEMORY_LLM_EXTRACTOR_EVERY",
+            value,
+            low=1,
+            high=100,
+            what="caller messages the LLM reads per fact-extraction request; default "
+            f"{DEFAULT_LLM_EXTRACTOR_EVERY}",
+        )
 
     @field_validator("supabase_url", mode="before")
     @classmethod
@@ -243,7 +279,30 @@ class MemorySettings(BaseSettings):
             what="captured memories one session may hold waiting for the store; default 256",
         )
 
-    @field_validator("sqlite_path", "spool_dir", mode="after")
+    @field_validator("embeddings", mode="before")
+    @classmethod
+    def _embeddings(cls, value: object) -> str:
+        text = str(value).strip().lower()
+        if text not in {"local", "openai", "off"}:
+            raise ValueError(
+                "MEMORY_EMBEDDINGS must be local (the default: a multilingual model run in the "
+                "worker, fetched by `python agent.py download-files`), openai (OpenAI's "
+                f"embeddings, with OPENAI_API_KEY) or off (lexical search only), got {value!r}"
+            )
+        return text
+
+    @field_validator("embedding_threads", mode="before")
+    @classmethod
+    def _embedding_threads(cls, value: object) -> int:
+        return _whole(
+            "MEMORY_EMBEDDING_THREADS",
+            value,
+            low=1,
+            high=64,
+            what="threads the local embedding model may use; 1 leaves the rest to the VAD",
+        )
+
+    @field_validator("sqlite_path", "spool_dir", "embedding_model_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()

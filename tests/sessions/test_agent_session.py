@@ -500,7 +500,7 @@ async def test_store_down_during_a_spoken_turn_costs_no_reply(
     """Recall and capture both fail inside `on_user_turn_completed`: the turn still gets
     its reply (an exception there would cost it)."""
     outage = FakeStoreOutage(
-        installed_sqlite_store, failing=frozenset({"upsert_memory", "search_memories"})
+        installed_sqlite_store, failing=frozenset({"upsert_memory", "search_candidates"})
     )
     install_memory(outage)  # type: ignore[arg-type]  # a fresh outage log: logged as new
     text = "I collect old maps of Porto"
@@ -514,10 +514,10 @@ async def test_store_down_during_a_spoken_turn_costs_no_reply(
         await asyncio.wait_for(replied, REPLY_TIMEOUT)
         assert await call.aclose() is True
         # recall in the hook was tried and failed, then the capture's write failed
-        assert outage.refused[refused_at_start] == "search_memories"
+        assert outage.refused[refused_at_start] == "search_candidates"
         await eventually(lambda: "upsert_memory" in outage.refused, "the write to be tried")
         await eventually(lambda: bool(outage_errors(caplog)), "the outage to be logged")
-        assert set(outage.refused) == {"search_memories", "upsert_memory"}
+        assert set(outage.refused) == {"search_candidates", "upsert_memory"}
         assert call.writer.spooled_count == memory_count([text])
         outage.down = False
 

@@ -18,7 +18,6 @@ from livekit.agents import AgentSession, llm
 
 from caller_memory import (
     CallerSession,
-    Memory,
     default_memory,
     livekit_identity_to_uuid,
     memory_manager,
@@ -33,6 +32,7 @@ from caller_memory.testing import (
     FakeSTT,
     chat_texts,
 )
+from caller_memory.types import Candidate
 from caller_memory.voice.agent import KNOWN_HEADING
 from caller_memory.voice.greeting import GREET_BY_NAME, RETURNING_GREETING
 from tests.session_harness import (
@@ -218,7 +218,9 @@ class FakeSlowSearch:
         self.searches_started = 0
         self.searches_cancelled = 0
 
-    async def search_memories(self, user_id: str, query: str, limit: int) -> list[Memory]:
+    async def search_candidates(
+        self, user_id: str, query: str, limit: int, **by_meaning: Any
+    ) -> list[Candidate]:
         if self.slow:
             self.searches_started += 1
             try:
@@ -226,7 +228,7 @@ class FakeSlowSearch:
             except asyncio.CancelledError:
                 self.searches_cancelled += 1
                 raise
-        return await self.inner.search_memories(user_id, query, limit)
+        return await self.inner.search_candidates(user_id, query, limit, **by_meaning)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -267,7 +269,7 @@ async def test_a_failing_store_costs_no_reply_and_is_logged_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # the store's searches fail from the first question on (the call starts with it up)
-    outage = FakeStoreOutage(installed_sqlite_store, failing=frozenset({"search_memories"}))
+    outage = FakeStoreOutage(installed_sqlite_store, failing=frozenset({"search_candidates"}))
     outage.down = False
     install_memory(outage, recall_budget_ms=2000)  # type: ignore[arg-type]  # a fresh outage
     await remember_earlier(ALICE, {("PREFERENCE", "favorite_color"): "teal"})
@@ -285,11 +287,11 @@ async def test_a_failing_store_costs_no_reply_and_is_logged_once(
     assert [r.text_content for r in replies] == [f"reply: {q}" for q in questions]
     for question in questions:
         assert blocks(request_for(fake_llm, question), RECALLED) == []
-    assert outage.refused == ["search_memories", "search_memories"]
+    assert outage.refused == ["search_candidates", "search_candidates"]
     errors = outage_errors(caplog)
     assert len(errors) == 1  # once for the outage, not once a turn
     assert "recall" in errors[0].getMessage()
-    assert "fake outage: search_memories refused" in errors[0].getMessage()
+    assert "fake outage: search_candidates refused" in errors[0].getMessage()
     # the hook handled it: livekit never saw an exception from on_user_turn_completed
     assert not [r for r in caplog.records if "on_user_turn_completed" in r.getMessage()]
 
@@ -333,14 +335,14 @@ async def test_a_turn_with_nothing_relevant_leaves_the_context_unchanged(
     unrelated = ["hello there", "what do you think about quantum physics?"]
     try:
         await eventually(lambda: len(fake_llm.requests) >= 1, "the greeting")
-        searches_before = watched.calls.count("search_memories")
+        searches_before = watched.calls.count("search_candidates")
         for text in [*unrelated, QUESTION]:
             await say(call.session, fake_stt, text)
     finally:
         await close(call)
 
     # recall did search the store for the topic (a greeting has nothing to search for)
-    assert watched.calls.count("search_memories") - searches_before == 2
+    assert watched.calls.count("search_candidates") - searches_before == 2
     for text in unrelated:
         before, after = seen[text]
         assert after == before  # the hook added nothing

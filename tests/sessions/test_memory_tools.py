@@ -62,6 +62,9 @@ ALL_OPERATIONS = frozenset(
         "upsert_memory",
         "get_memory",
         "search_memories",
+        "search_candidates",
+        "set_embedding",
+        "unembedded",
         "list_memories",
         "delete_memory",
         "delete_user",
@@ -339,7 +342,7 @@ async def test_every_tool_says_the_store_is_down_in_words_the_agent_can_act_on(
         caller_confirms(alice)
         with pytest.raises(ToolError, match="unavailable"):
             await from_empty_context(forget_everything_about_me(alice, True))
-    assert {"upsert_memory", "search_memories", "delete_user"} <= set(outage.refused)
+    assert {"upsert_memory", "search_candidates", "delete_user"} <= set(outage.refused)
     # the store error is logged for the operator, not handed to the caller
     assert any("fake outage" in r.getMessage() for r in caplog.records)
 
@@ -586,7 +589,7 @@ async def test_forgetting_one_fact_among_many_memories_forgets_what_states_it_by
     assert utterances(after) == sorted(kept)  # everything else stays
     # found through the store's indexed search, never by listing everything
     assert "list_memories" not in recorder.calls
-    assert "search_memories" in recorder.calls
+    assert "search_candidates" in recorder.calls
     # and the capture rules that tell what an utterance states ran off the event loop
     assert extraction_threads and threading.get_ident() not in extraction_threads
 

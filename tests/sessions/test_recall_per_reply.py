@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
+import pytest
 from livekit.agents import Agent, AgentSession, RunContext, function_tool, llm
 
 from agent import Companion
@@ -30,13 +32,19 @@ from caller_memory import (
 from caller_memory.recall.block import BLOCK_PREAMBLE, BLOCK_START
 from caller_memory.stores.sqlite import SQLiteMemoryStore
 from caller_memory.testing import (
+    FakeAudioInput,
     FakeLLM,
     FakeScriptedLLM,
     FakeSTT,
+    FakeTimedLLM,
+    FakeVAD,
+    FakeVoice,
+    FakeVoiceSTT,
     chat_texts,
     reply_arrived,
     start_caller,
     text_session,
+    voice_session,
 )
 from tests.fake_room import FakeRoom
 from tests.support import MORE_IMPORTANT_FACTS, sqlite_rows
@@ -133,6 +141,50 @@ async def test_a_typed_turn_reaches_the_llm_with_the_memory_it_bears_on(
     finally:
         assert await call.aclose()
         await session.aclose()
+
+
+# -- spoken turns: LiveKit's early reply kept ---------------------------------------------------
+
+
+class QuietMemoryAgent(MemoryAgent):
+    """A memory agent that does not greet, so every LLM request answers the caller."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions="You are terse.")
+
+
+async def test_a_spoken_turn_with_a_relevant_memory_makes_one_request_and_speaks_the_draft(
+    installed_sqlite_store: SQLiteMemoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Preemptive generation at its default (on), a VAD and a streaming STT whose final
+    transcript comes before the end of the turn: LiveKit starts its draft at the transcript.
+    Recall for the draft happens in the LLM step, so the hook leaves the context as the draft
+    saw it: LiveKit keeps the draft, the turn makes exactly one LLM request, the reply heard
+    is the draft's, and that request holds the recalled memory."""
+    caplog.set_level(logging.DEBUG, logger="livekit.agents")
+    await a_caller_with_a_sister(ALICE)
+    voice = FakeVoice()
+    fake_llm = FakeTimedLLM(ttft=0.05)
+    session = voice_session(fake_llm, FakeVoiceSTT(voice), FakeVAD(voice))
+    call = await start_caller(memory_of(), session, ALICE, QuietMemoryAgent)
+    try:
+        assert SISTERS[ALICE] not in [m.value for m in call.known_memories]
+        replied = reply_arrived(session, f"reply #1: {QUESTION}")
+        voice.say(QUESTION)
+        await asyncio.wait_for(replied, REPLY_TIMEOUT)
+        [request] = fake_llm.timed_requests  # the draft, and nothing after it
+        assert not request.cancelled
+        assert_recalled_for_this_reply_only(request.chat_ctx, QUESTION, SISTERS[ALICE])
+        assert_no_block_kept(session)
+    finally:
+        audio = session.input.audio
+        assert isinstance(audio, FakeAudioInput)
+        audio.close()
+        assert await call.aclose()
+        await session.aclose()
+    lines = [r.getMessage() for r in caplog.records if r.name == "livekit.agents"]
+    assert sum("using preemptive generation" in line for line in lines) == 1
+    assert not any("preemptive generation invalidated" in line for line in lines)
 
 
 def memory_of() -> CallerMemory:
@@ -294,13 +346,13 @@ async def test_a_reply_with_a_tool_call_recalls_once_and_captures_once(
 ) -> None:
     await a_caller_with_a_sister(ALICE)
     searches: list[str] = []
-    real_search = installed_sqlite_store.search_memories
+    real_search = installed_sqlite_store.search_candidates
 
-    async def counting_search(user_id: str, query: str, limit: int) -> list[Any]:
+    async def counting_search(user_id: str, query: str, limit: int, **kw: Any) -> list[Any]:
         searches.append(query)
-        return await real_search(user_id, query, limit)
+        return await real_search(user_id, query, limit, **kw)
 
-    installed_sqlite_store.search_memories = counting_search  # type: ignore[method-assign]
+    installed_sqlite_store.search_candidates = counting_search  # type: ignore[method-assign]
     fake_llm = FakeReadBackLLM()
     session = text_session(fake_llm)
     call: CallerSession = await start_caller(memory_of(), session, ALICE, Companion)

@@ -41,6 +41,10 @@ MEMORIES = {
     },
 }
 
+# What Alice had said before, replaced since by MEMORIES' values: kept as history
+REPLACED = {ALICE: {("PREFERENCE", "favorite_color"): "lilac"}}
+SAID_BEFORE = 1_700_000_000.0
+
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
@@ -53,6 +57,10 @@ def db(tmp_path: Path) -> Path:
             for identity, memories in MEMORIES.items():
                 user_id = livekit_identity_to_uuid(identity)
                 await store.ensure_profile(user_id, identity)
+                for (category, key), value in REPLACED.get(identity, {}).items():
+                    await store.upsert_memory(
+                        user_id, category, key, value, identity, captured_at=SAID_BEFORE
+                    )
                 for (category, key), value in memories.items():
                     await store.upsert_memory(user_id, category, key, value, identity)
         finally:
@@ -106,13 +114,18 @@ def test_export_is_json_of_exactly_one_callers_profile_and_memories(
     assert done.returncode == 0, done.stderr
     data: dict[str, Any] = json.loads(done.stdout)
     user_id = livekit_identity_to_uuid(ALICE)
-    assert set(data) == {"identity", "user_uuid", "profile", "memories"}
+    assert set(data) == {"identity", "user_uuid", "profile", "memories", "replaced"}
     assert data["identity"] == ALICE and data["user_uuid"] == user_id
     assert data["profile"]["id"] == user_id
     assert data["profile"]["original_identity"] == ALICE
     assert data["profile"]["created_at"]
     assert {(m["category"], m["key"], m["value"]) for m in data["memories"]} == expected(ALICE)
     assert all(m["created_at"] and m["updated_at"] for m in data["memories"])
+    # what a fact held before it changed is hers too, with when it stopped being true
+    [replaced] = data["replaced"]
+    assert (replaced["key"], replaced["value"]) == ("favorite_color", "lilac")
+    assert replaced["valid_from"].startswith("2023-11-14T22:13:20")
+    assert replaced["valid_until"] > replaced["valid_from"]
     assert "orange" not in done.stdout and "Thaddeus" not in done.stdout
 
     # to a file, for handing over; the same document

@@ -396,11 +396,15 @@ def test_console_text_mode_talks_to_the_llm_and_stores_both_messages_for_the_con
 
 
 @pytest.mark.slow
-def test_the_quickstart_as_readme_tells_it_gets_a_reply(stub: OpenAIStub, tmp_path: Path) -> None:
+def test_the_quickstart_as_readme_tells_it_gets_a_reply(
+    stub: OpenAIStub, tmp_path: Path, e5_model_dir: Path
+) -> None:
     """README's quickstart, literally: `.env` copied from `.env.example`, only the key filled
     in, and the model server set the way a user points at one (`OPENAI_BASE_URL` in `.env`;
     here the stub); then `agent.py console --text` from the project directory. Memories go to
-    the default file, `data/memories.sqlite3`, as the caller `console-user`."""
+    the default file, `data/memories.sqlite3`, as the caller `console-user`. The embedding
+    model is where an offline deployment puts it (`MEMORY_EMBEDDING_MODEL_DIR`, set in
+    `.env`): `download-files` cannot reach the model hub from here."""
     _require_portaudio()
     project = tmp_path / "project"
     shutil.copytree(
@@ -416,6 +420,10 @@ def test_the_quickstart_as_readme_tells_it_gets_a_reply(stub: OpenAIStub, tmp_pa
     assert "\nOPENAI_API_KEY=\n" in text and "\nOPENAI_BASE_URL=\n" in text
     text = text.replace("\nOPENAI_API_KEY=\n", "\nOPENAI_API_KEY=sk-quickstart-fake\n")
     text = text.replace("\nOPENAI_BASE_URL=\n", f"\nOPENAI_BASE_URL={stub.base_url}\n")
+    assert "\nMEMORY_EMBEDDING_MODEL_DIR=\n" in text
+    text = text.replace(
+        "\nMEMORY_EMBEDDING_MODEL_DIR=\n", f"\nMEMORY_EMBEDDING_MODEL_DIR={e5_model_dir}\n"
+    )
     dot_env.write_text(text, encoding="utf-8")
     env = {k: v for k, v in _clean_env().items() if not k.startswith("MEMORY_")}
 
@@ -441,6 +449,27 @@ def test_the_quickstart_as_readme_tells_it_gets_a_reply(stub: OpenAIStub, tmp_pa
     assert (console_user, FIRST_MESSAGE) in memories, memories
     # the greeting was shown, so the first-call welcome is rightly used up
     assert profiles == [(console_user, "console-user", 0)], profiles
+
+
+def test_a_missing_embedding_model_stops_the_worker_with_what_to_do(tmp_path: Path) -> None:
+    """No model where the settings say (`download-files` never ran): the worker stops before
+    it takes a call, in one line that says how to get the model or do without, instead of
+    a conversation whose memory quietly cannot search by meaning."""
+    env = {
+        **_clean_env(),
+        "OPENAI_API_KEY": "sk-fake",
+        "MEMORY_EMBEDDINGS": "local",
+        "MEMORY_EMBEDDING_MODEL_DIR": str(tmp_path / "no-model-here"),
+        "MEMORY_SQLITE_PATH": str(tmp_path / "memories.sqlite3"),
+        "MEMORY_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    result = _run_agent(["console", "--text"], tmp_path, env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output, output
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("agent.py console:")]
+    assert str(tmp_path / "no-model-here") in line
+    assert "python agent.py download-files" in line and "MEMORY_EMBEDDINGS=off" in line
 
 
 def test_console_help_needs_no_settings(tmp_path: Path) -> None:

@@ -1,11 +1,14 @@
 """Smoke test of the session throughput benchmark (bench/session_throughput_benchmark.py) at a
-tiny size, and of its event-loop lag meter. Nothing here asserts a speed."""
+tiny size, searching by meaning with the real test model (`e5_model_dir`) as the product does
+by default, and by words only; and of its event-loop lag meter. Nothing here asserts a
+speed."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -48,18 +51,35 @@ def check(out: str, backends: list[str]) -> dict[tuple[str, str], list[str]]:
     return rows
 
 
+def _local(e5_model_dir: Path) -> list[str]:
+    return ["--embeddings", "local", "--model-dir", str(e5_model_dir)]
+
+
 @pytest.mark.slow
-def test_benchmark_runs_end_to_end_on_sqlite(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([*TINY, "--backends", "sqlite"]) == 0
-    check(capsys.readouterr().out, ["SQLite"])
+def test_benchmark_runs_end_to_end_on_sqlite(
+    e5_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*TINY, "--backends", "sqlite", *_local(e5_model_dir)]) == 0
+    out = capsys.readouterr().out
+    check(out, ["SQLite"])
+    assert "embeddings local: `multilingual-e5-small" in out and str(e5_model_dir) in out
+
+
+@pytest.mark.slow
+def test_benchmark_runs_by_words_only(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*TINY, "--backends", "sqlite", "--embeddings", "off"]) == 0
+    out = capsys.readouterr().out
+    check(out, ["SQLite"])
+    assert "embeddings off (search by words only)" in out
 
 
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_benchmark_runs_end_to_end_on_both_backends(
-    pg_dsn: str, capsys: pytest.CaptureFixture[str]
+    pg_dsn: str, e5_model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([*TINY, "--backends", "sqlite,postgres", "--pg-dsn", pg_dsn]) == 0
+    argv = [*TINY, "--backends", "sqlite,postgres", "--pg-dsn", pg_dsn, *_local(e5_model_dir)]
+    assert main(argv) == 0
     rows = check(capsys.readouterr().out, ["SQLite", "Postgres"])
     # nothing had to be spooled at this size: the store answered every write in time
     assert rows[("3", "memories captured (of them spooled, replayed later)")][1].endswith("(0)")

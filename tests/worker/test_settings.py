@@ -19,6 +19,7 @@ import pytest
 
 from agent import OPENAI_CLIENT_VARIABLES, WorkerSettings
 from caller_memory import load_environment
+from caller_memory.testing.embeddings import e5_test_model_name
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = PROJECT_DIR / ".env.example"
@@ -206,18 +207,22 @@ def test_each_bad_setting_stops_every_command_in_one_line_naming_it(tmp_path: Pa
     assert problems == [], "\n\n".join(problems)
 
 
-def test_a_good_env_made_from_the_example_passes_and_the_store_is_named(tmp_path: Path) -> None:
+def test_a_good_env_made_from_the_example_passes_and_the_store_is_named(
+    tmp_path: Path, e5_model_dir: Path
+) -> None:
     env_from_example(
         tmp_path,
         OPENAI_API_KEY="sk-test-settings",
         MEMORY_SQLITE_PATH="memories.sqlite3",
         MEMORY_SPOOL_DIR="spool",
+        MEMORY_EMBEDDING_MODEL_DIR=str(e5_model_dir),  # where an offline deployment has it
     )
     done = run_in(tmp_path, COMMANDS["caller-memory check"])
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         f"memory store OK (sqlite): the SQLite file {tmp_path.resolve() / 'memories.sqlite3'}; "
-        f"spool directory {tmp_path.resolve() / 'spool'} is writable"
+        f"spool directory {tmp_path.resolve() / 'spool'} is writable; search by words and "
+        f"meaning ({e5_test_model_name()})"
     ]
 
 

@@ -1,47 +1,68 @@
-"""Smoke test of the turn-latency benchmark (bench/turn_latency_benchmark.py) at a tiny size.
+"""The turn-latency benchmark (bench/turn_latency_benchmark.py) at a tiny size, and the fakes it
+hears the caller with.
 
-It checks that the benchmark runs end to end through real `AgentSession`s, prints a row for
-every hook variant, and that the delays it reports are LiveKit's own
-`on_user_turn_completed_delay`, read from the user messages' metrics. It asserts nothing
-about speed (that is what the benchmark itself is for).
+It checks that the fakes make LiveKit behave as with a real VAD and a streaming STT (a draft
+started at the final transcript and kept, by LiveKit's own log line), that the benchmark
+runs end to end through real `AgentSession`s and prints a row for every size, input and
+design, and that its counts agree with each other and with what LiveKit logged; searching
+by meaning with the real test model (`e5_model_dir`), whose vectors the fill gives the
+caller's memories, and by words only. It asserts nothing about speed (that is what the
+benchmark itself is for).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
-from livekit.agents import llm
+from livekit.agents import Agent, llm
 
-import caller_memory.voice.caller as caller_session_module
 from bench.turn_latency_benchmark import (
-    DELAY_KEY,
-    OURS,
-    SUMMARY,
+    CALLER_IDENTITY,
+    DESIGN_LABELS,
+    DESIGNS,
+    HOOK,
+    MODES,
+    NONE,
+    SPOKEN,
     TABLE_HEADER,
-    VARIANT_LABELS,
-    VARIANTS,
+    TYPED,
+    WORKER,
+    end_of_turn,
     fill_store_file,
     main,
     parse_args,
     render,
     run_benchmark,
-    run_call,
-    spoken_turns,
 )
-from bench.workload import BenchAgent, benchmark_memory
-from caller_memory import set_default_memory
-from caller_memory.capture.writer import CaptureWriter
+from bench.workload import benchmark_memory
+from caller_memory import livekit_identity_to_uuid, set_default_memory
+from caller_memory.embeddings import OnnxEmbedder
+from caller_memory.indexing import index_text
 from caller_memory.stores.sqlite import SQLiteMemoryStore
+from caller_memory.testing import (
+    FakeAudioInput,
+    FakeAudioOutput,
+    FakeTimedLLM,
+    FakeVAD,
+    FakeVoice,
+    FakeVoiceSTT,
+    eventually,
+    voice_session,
+)
 
 SIZE = 60
+TURNS = 4
 TINY = [
     "--sizes",
     str(SIZE),
     "--turns",
-    "6",
+    str(TURNS),
     "--calls",
     "2",
     "--warmup",
@@ -51,85 +72,195 @@ TINY = [
     "--gap-ms",
     "0",
 ]
-NUMBER = re.compile(r"^[0-9]+\.[0-9]{2}$")
+NUMBER = re.compile(r"^[0-9]+\.[0-9]$")
 
 
-def _rows(out: str) -> dict[str, list[str]]:
-    """The main table's rows at SIZE, keyed by hook label."""
+async def test_the_fake_voice_gets_a_draft_started_and_kept_by_livekit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A plain `Agent` in a `voice_session`: the VAD's start and end of speech, then the
+    STT's final transcript; LiveKit starts its draft at the transcript, before it commits the
+    turn, and uses it ("using preemptive generation"): one LLM request per turn, and the
+    reply's audio reaches the speaker after the commit."""
+    caplog.set_level(logging.DEBUG, logger="livekit.agents")
+    voice = FakeVoice()
+    fake_llm = FakeTimedLLM(ttft=0.05)
+    session = voice_session(fake_llm, FakeVoiceSTT(voice), FakeVAD(voice))
+    speaker = session.output.audio
+    assert isinstance(speaker, FakeAudioOutput)
+    users: list[llm.ChatMessage] = []
+    replies: list[str] = []
+
+    def on_item(event: object) -> None:
+        item = getattr(event, "item", None)
+        if isinstance(item, llm.ChatMessage) and item.role == "user":
+            users.append(item)
+        elif isinstance(item, llm.ChatMessage) and item.role == "assistant":
+            replies.append(item.text_content or "")
+
+    session.on("conversation_item_added", on_item)
+    await session.start(agent=Agent(instructions="You are terse."))
+    try:
+        for n, text in enumerate(["Where did I grow up?", "Tell me about Lisbon."], start=1):
+            utterance = voice.say(text)
+            await eventually(lambda: len(replies) == n, f"reply {n}")  # noqa: B023 -- awaited now
+            request = fake_llm.timed_requests[-1]
+            assert len(fake_llm.timed_requests) == n  # one request per turn: the draft
+            assert replies[-1] == request.reply == f"reply #{n}: {text}"
+            ended = end_of_turn(users[-1], n)
+            assert utterance.speech_started_at is not None
+            assert utterance.speech_ended_at is not None
+            assert utterance.vad_ended_at is not None
+            assert utterance.transcribed_at is not None
+            # in order: speech, the VAD's end of speech, the transcript, the draft, the commit
+            assert utterance.speech_started_at < utterance.speech_ended_at
+            assert utterance.speech_ended_at <= utterance.vad_ended_at
+            assert utterance.vad_ended_at <= utterance.transcribed_at
+            assert utterance.transcribed_at <= request.started_at < ended
+            first_audio = speaker.first_frame_after(request.started_at)
+            assert first_audio is not None and first_audio.at >= ended
+    finally:
+        audio = session.input.audio
+        assert isinstance(audio, FakeAudioInput)
+        audio.close()
+        await session.aclose()
+    lines = [r.getMessage() for r in caplog.records if r.name == "livekit.agents"]
+    assert sum("using preemptive generation" in line for line in lines) == 2
+    assert not any("preemptive generation invalidated" in line for line in lines)
+
+
+def _rows(out: str) -> dict[tuple[str, str], list[str]]:
+    """The main table's rows at SIZE, keyed by (input, design label)."""
     assert out.count(TABLE_HEADER) == 1, out
-    rows: dict[str, list[str]] = {}
+    rows: dict[tuple[str, str], list[str]] = {}
     for line in out.splitlines():
         if line.startswith(f"| {SIZE} | "):
             cells = [cell.strip() for cell in line.strip("|").split("|")]
-            if cells[1] in VARIANT_LABELS.values():
-                rows[cells[1]] = cells[2:]
+            if cells[1] in MODES:  # not the setup table's row
+                rows[(cells[1], cells[2])] = cells[3:]
     return rows
 
 
-def test_tiny_run_prints_every_hook_with_livekit_delays() -> None:
-    patched = (caller_session_module.recall, caller_session_module.memory_block)
-    capture = CaptureWriter.capture
-    config = parse_args([*TINY, "--breakdown"])  # the probes patch the hook's functions
-    results = run_benchmark(config, progress=lambda _m: None)
-    assert results.breakdowns[SIZE].turns  # the probed call ran
+def test_the_fill_embeds_the_callers_memories_with_the_model(
+    tmp_path: Path, e5_model_dir: Path
+) -> None:
+    """The caller's memories carry the model's own vectors of what the manager embeds
+    (`index_text`); the other callers' carry unit vectors under the same name."""
+    embedder = OnnxEmbedder(e5_model_dir)
+    path = tmp_path / "filled.sqlite3"
+    try:
+        fill = fill_store_file(
+            path, size=SIZE, other_callers=2, other_share=0.5, seed=3, embedder=embedder
+        )
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute(
+                "SELECT user_id, kind, key, value, context, embedding, embedding_model "
+                "FROM memories ORDER BY id"
+            ).fetchall()
+        caller = livekit_identity_to_uuid(CALLER_IDENTITY)
+        mine = [r for r in rows if r[0] == caller]
+        assert fill.rows == len(rows) == SIZE + 2 * 30 and len(mine) == SIZE
+        assert fill.embed_seconds > 0
+        assert {r[6] for r in rows} == {embedder.name}
+        vectors = np.stack([np.frombuffer(r[5], dtype="<f4") for r in rows])
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        sample = mine[:3] + mine[-3:]  # facts and utterances (with their context)
+        assert any(r[4] for r in sample) and any(r[1] == "fact" for r in sample)
+        again = embedder.embed_blocking(
+            [index_text(kind=r[1], key=r[2], value=r[3], context=r[4]) for r in sample]
+        )
+        for row, vector in zip(sample, again, strict=True):
+            assert float(np.frombuffer(row[5], dtype="<f4") @ vector) > 0.99, row[3]
+    finally:
+        asyncio.run(embedder.aclose())
 
-    for variant in VARIANTS:
-        run = results.runs[(SIZE, variant)]
-        assert len(run.turns) == 6
-        assert run.calls == 2
-        for turn in run.turns:
-            # the number reported is the one LiveKit put in the user message's metrics
-            assert turn.metrics[DELAY_KEY] == turn.delay_s
-            assert isinstance(turn.delay_s, float)
-            assert turn.delay_s > 0
-    # ours recalled something for the caller at least once; the summary never injects
-    assert results.runs[(SIZE, OURS)].injected > 0
-    assert results.runs[(SIZE, SUMMARY)].injected == 0
-    # every spoken turn of the summary's hook was written by its blocking call
-    assert results.runs[(SIZE, SUMMARY)].stored == 1 + 6  # the warm-up turn, then 6
+
+def test_tiny_run_prints_a_coherent_row_for_every_input_and_design(e5_model_dir: Path) -> None:
+    config = parse_args([*TINY, "--embeddings", "local", "--model-dir", str(e5_model_dir)])
+    results = run_benchmark(config, progress=lambda _m: None)
+    assert results.fills[SIZE].embed_seconds > 0  # the caller's memories were embedded
+
+    for mode in MODES:
+        for design in DESIGNS:
+            row = results.rows[(SIZE, mode, design)]
+            assert len(row.turns) == TURNS and row.calls == 2, (mode, design)
+            for turn in row.turns:
+                assert 0 <= turn.to_token_s <= turn.to_audio_s, turn
+                assert turn.requests == 1 + turn.discarded, turn  # a discarded draft is redone
+            if mode == TYPED:  # no endpointing, no draft: straight to the reply
+                assert row.discarded == row.from_draft == 0, design
+    # no memory: LiveKit's draft answers every spoken turn, and no block reaches the LLM
+    plain = results.rows[(SIZE, SPOKEN, NONE)]
+    assert plain.from_draft == TURNS and plain.discarded == 0
+    assert all(r.injected == 0 for (_, _, d), r in results.rows.items() if d == NONE)
+    # the hook's design: a turn with memories costs the draft; one without keeps it
+    hook = results.rows[(SIZE, SPOKEN, HOOK)]
+    assert hook.injected > 0  # the caller's sentences bear on what is stored
+    assert hook.discarded == hook.injected
+    assert hook.from_draft == TURNS - hook.injected
+    for turn in hook.turns:
+        assert turn.from_draft == (not turn.injected), turn
+    # ... and typed turns never reach its hook, so they get no memories
+    assert results.rows[(SIZE, TYPED, HOOK)].injected == 0
+    # this worker recalls for spoken and typed turns alike
+    assert all(results.rows[(SIZE, mode, WORKER)].injected > 0 for mode in MODES)
 
     out = render(config, results)
     rows = _rows(out)
-    assert set(rows) == set(VARIANT_LABELS.values())
-    for cells in rows.values():
-        turns, p50, p99, worst = cells[:4]
-        assert turns == "6"
-        assert all(NUMBER.match(v) for v in (p50, p99, worst)), cells
-        assert 0 < float(p50) <= float(p99) <= float(worst)
-    assert "p99 at 10,000 memories" not in out  # no such size in this run
+    assert set(rows) == {(m, DESIGN_LABELS[d]) for m in MODES for d in DESIGNS}
+    for (mode, label), cells in rows.items():
+        design = next(d for d, name in DESIGN_LABELS.items() if name == label)
+        row = results.rows[(SIZE, mode, design)]
+        turns, token50, token99, audio50, audio99, discarded, requests = cells[:7]
+        drafts, memories, misses = cells[7:]
+        assert turns == str(TURNS)
+        assert all(NUMBER.match(v) for v in (token50, token99, audio50, audio99)), cells
+        assert float(token50) <= float(token99) and float(audio50) <= float(audio99)
+        assert discarded == f"{100 * row.discarded / TURNS:.1f}"
+        assert requests == f"{row.requests / TURNS:.2f}"
+        assert drafts == (f"{row.from_draft} / {TURNS}" if mode == SPOKEN else "n/a")
+        assert memories == (f"{row.injected} / {TURNS}" if design != NONE else "n/a")
+        assert misses == (str(row.budget_misses) if design != NONE else "n/a")
+    assert "Goal at 10,000 memories" not in out  # no such size in this run
+    assert "search by meaning and words" in out
+    assert "embeddings local: `multilingual-e5-small" in out and str(e5_model_dir) in out
+    fill = results.fills[SIZE]
+    assert f"| {SIZE} | {fill.rows} | {fill.seconds:.1f} | {fill.embed_seconds:.1f} |" in out
     # the benchmark used its own memories: no process-wide one was built or installed
     assert set_default_memory(None) is None
-    # and it put back everything its probes patched
-    assert (caller_session_module.recall, caller_session_module.memory_block) == patched
-    assert CaptureWriter.capture is capture
 
 
-def test_main_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([*TINY, "--variants", "ours,summary"]) == 0
+def test_main_prints_the_table_with_its_command(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [*TINY, "--designs", "none,worker", "--modes", "typed", "--embeddings", "off"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
-    rows = _rows(out)
-    assert set(rows) == {VARIANT_LABELS[OURS], VARIANT_LABELS[SUMMARY]}
+    assert "$ .venv/bin/python -m bench.turn_latency_benchmark " + " ".join(argv) in out
+    assert set(_rows(out)) == {(TYPED, DESIGN_LABELS[NONE]), (TYPED, DESIGN_LABELS[WORKER])}
     assert "Load avg (1 min)" in out
+    assert "search by words only" in out and "embeddings off" in out
+    # the fill embedded nothing: "-" in its column
+    assert re.search(rf"\| {SIZE} \| {SIZE + 2 * 12} \| [0-9.]+ \| - \|", out), out
 
 
-async def test_the_delay_is_livekits_measure_of_the_hook(tmp_path: Path) -> None:
-    """A hook that sleeps 40 ms is reported as taking at least 40 ms: the metric the
-    benchmark reads times the hook (a lower bound from our own sleep, not a speed check)."""
-
-    class SlowHookAgent(BenchAgent):
-        async def on_user_turn_completed(
-            self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
-        ) -> None:
-            await asyncio.sleep(0.04)
-
-    path = tmp_path / "slow.sqlite3"
-    await asyncio.to_thread(
-        fill_store_file, path, size=20, other_callers=1, other_share=0.5, seed=1
+async def test_benchmark_memory_searches_with_the_embedder_it_is_given(
+    tmp_path: Path, e5_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The benchmarks' memory takes its embedder from its argument, never from the
+    environment: None searches by words even where the environment asks for meaning."""
+    monkeypatch.setenv("MEMORY_EMBEDDINGS", "local")
+    monkeypatch.setenv("MEMORY_EMBEDDING_MODEL_DIR", str(e5_model_dir))
+    by_words = benchmark_memory(
+        SQLiteMemoryStore(tmp_path / "words.sqlite3"), tmp_path, embedder=None
     )
-    memory = benchmark_memory(SQLiteMemoryStore(path), tmp_path, max_utterances_per_caller=0)
-    try:
-        turns, _ = await run_call(OURS, memory, spoken_turns(3, 1), agent_cls=SlowHookAgent)
-    finally:
-        await memory.aclose()
-    assert len(turns) == 3
-    assert all(t.delay_s >= 0.04 for t in turns), [t.delay_s for t in turns]
+    await by_words.aclose()
+    assert by_words.embedder is None and by_words.manager.embedder is None
+    assert by_words.settings.embeddings == "off"
+
+    monkeypatch.setenv("MEMORY_EMBEDDINGS", "off")
+    embedder = OnnxEmbedder(e5_model_dir)
+    by_meaning = benchmark_memory(
+        SQLiteMemoryStore(tmp_path / "meaning.sqlite3"), tmp_path, embedder=embedder
+    )
+    await by_meaning.aclose()
+    assert by_meaning.embedder is embedder and by_meaning.manager.embedder is embedder
+    assert by_meaning.settings.embeddings == "local"

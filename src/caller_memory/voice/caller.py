@@ -97,6 +97,7 @@ class CallerSession:
         # Caller messages (spoken or typed) that reached the session: a "forget everything"
         # request is confirmed only by a later one.
         self.caller_turns = 0
+        self._agent_last_said: str | None = None
         self._counted_messages: dict[str, None] = {}
         self._forget_all_requested_at: int | None = None
         self._erasing = False
@@ -171,7 +172,17 @@ class CallerSession:
                 self._counted_messages.pop(next(iter(self._counted_messages)))
         self.caller_turns += 1
         if text and not self.erased:
-            self.writer.capture(text, message_id=message_id)
+            self.writer.capture(
+                text,
+                message_id=message_id,
+                context=self._agent_last_said,
+                turn_index=self.caller_turns,
+            )
+
+    def agent_said(self, text: str) -> None:
+        """The agent's latest line in the conversation: kept with what the caller answers to
+        it, so "yes, that one" is found later by what it answered."""
+        self._agent_last_said = text.strip() or None
 
     def start_recall(self, text: str) -> asyncio.Task[list[Memory]] | None:
         """Start recall for a caller message as soon as its text is known (the final

@@ -1,8 +1,10 @@
 """Forgetting one thing the caller asked to be forgotten, and their words that state it.
 
 The fact and the caller's own words that state it go together: forgetting one and keeping the
-other would let recall bring the forgotten thing back. Every store call here is indexed (a
-bounded search, a lookup by key, a delete by key), and the capture rules that tell which
+other would let recall bring the forgotten thing back. The store knows which utterances
+stated a fact (captured with it, any value it ever had); older ones are found by search.
+Every store call here is indexed (a bounded search, a lookup by key, a delete by key), and
+the capture rules that tell which
 utterances state the fact run in a worker thread: the cost does not grow with everything the
 caller ever said, and the event loop never waits on it.
 """
@@ -62,6 +64,11 @@ async def forget_one(manager: MemoryManager, what: str) -> list[Memory]:
             value = await manager.aretrieve(category, key)
             if value is not None:
                 forgotten[(category, key)] = Memory(category=category, key=key, value=value)
+    # the words the store knows stated the fact, whatever value they stated (also values
+    # replaced since, which search no longer returns)
+    for category, key in sorted(keys):
+        for memory in await manager.astating(category, key):
+            forgotten.setdefault((memory.category, memory.key), memory)
     for category, key in list(forgotten):
         await manager.aforget(category, key)
     if not keys:

@@ -451,10 +451,14 @@ def benchmark_memory(
     """A `CallerMemory` on `store` with its spool in `directory`/spool, searching by meaning
     with `embedder` (None: by words only), and every other setting at its default, whatever
     the environment says (`settings` override by field name, e.g.
-    `max_utterances_per_caller=0`). The embedder is the caller's to close."""
+    `max_utterances_per_caller=0`), except LLM fact extraction: off, because the benchmarks'
+    LLMs are fakes that cannot extract anything (a failed extraction would add requests and
+    warnings no real call has); what extraction costs is measured by
+    `bench.llm_extraction_benchmark`. The embedder is the caller's to close."""
     values: dict[str, Any] = {
         "spool_dir": directory / "spool",
         "embeddings": EMBEDDINGS_LOCAL if embedder is not None else EMBEDDINGS_OFF,
+        "llm_extractor": False,
         **settings,
     }
     return CallerMemory(

@@ -90,5 +90,5 @@ async def delete_caller(memory: CallerMemory, identity: str) -> Deletion:
     with session_user(identity, namespace=memory.settings.identity_namespace) as user_uuid:
         had_profile = await aget_profile(store=memory.store) is not None
         dropped = await memory.spool.discard_user(user_uuid, identity)
-        deleted = await memory.manager.aforget_everything()
+        deleted = await memory.manager.aforget_everything(source="operator")
     return Deletion(user_uuid, had_profile, deleted, dropped)

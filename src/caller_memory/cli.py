@@ -1,6 +1,7 @@
 """`caller-memory`: the operator's command.
 
     caller-memory check                                    # settings, spool directory, store
+    caller-memory stats [--json]                           # totals: callers, memories, spool
     caller-memory backfill [--batch N]                     # vectors for memories without one
     caller-memory admin list   <identity>
     caller-memory admin export <identity> [--output FILE]  # JSON: profile + every memory
@@ -12,7 +13,9 @@ the store the worker uses. Every command names that store on stderr (backend and
 host, never a secret) before doing anything, so an operator sees at once when it is not the
 store they meant. `admin delete` also drops the caller's memories waiting in the spool on this
 machine, and records the erasure in the store, so that no worker writes back anything it
-heard before.
+heard before. `stats` prints the store's totals (callers, memories by kind, superseded
+utterances, replaced fact values, erasure tombstones) and what waits in this machine's spool:
+numbers and times only, never a caller's identity, uuid or words.
 
 Exit status: 0 done; 1 bad settings, an unusable store or spool, or an invalid identity; 2
 `admin delete` without `--yes`; 3 `admin delete` found nothing of that caller (no profile, no
@@ -26,6 +29,8 @@ import argparse
 import asyncio
 import json
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from caller_memory.admin import delete_caller, export_caller
@@ -34,7 +39,8 @@ from caller_memory.embeddings.base import EmbeddingError
 from caller_memory.identity import validate_identity
 from caller_memory.memory import CallerMemory
 from caller_memory.settings import MemorySettings, SettingsError, load_environment
-from caller_memory.spool import SpoolNotWritableError, check_spool_writable
+from caller_memory.spool import SpoolDepth, SpoolNotWritableError, check_spool_writable, spool_depth
+from caller_memory.stores.base import StoreStats
 from caller_memory.stores.errors import StorageError
 
 PROG = "caller-memory"
@@ -58,6 +64,69 @@ async def _check(memory: CallerMemory) -> int:
         f"memory store OK ({memory.settings.backend}): {memory.describe()}; spool directory "
         f"{memory.settings.spool_dir.resolve()} is writable; {searching}"
     )
+    return 0
+
+
+def stats_json(stats: StoreStats, spool: SpoolDepth, spool_dir: Path) -> dict[str, object]:
+    """What `caller-memory stats --json` prints: counts and times, no caller's data."""
+    return {
+        "callers": stats.callers,
+        "memories": stats.memories,
+        "memories_by_kind": {"fact": stats.facts, "utterance": stats.utterances},
+        "superseded_utterances": stats.superseded,
+        "replaced_fact_values": stats.replaced_values,
+        "erasure_tombstones": stats.erasures,
+        "spool": {
+            "directory": str(spool_dir),
+            "records": spool.records,
+            "bytes": spool.size_bytes,
+            "files": spool.files,
+            "oldest_captured_at": (
+                None
+                if spool.oldest_captured_at is None
+                else datetime.fromtimestamp(spool.oldest_captured_at, UTC).isoformat()
+            ),
+        },
+    }
+
+
+def stats_text(stats: StoreStats, spool: SpoolDepth, spool_dir: Path, *, now: float) -> str:
+    """What `caller-memory stats` prints, one total a line."""
+    lines = [
+        f"callers                {stats.callers}",
+        f"memories               {stats.memories}",
+        f"  facts                {stats.facts}",
+        f"  utterances           {stats.utterances}",
+        f"superseded utterances  {stats.superseded}  (kept, never recalled)",
+        f"replaced fact values   {stats.replaced_values}  (history)",
+        f"erasure tombstones     {stats.erasures}",
+        f"spool                  {spool.records} records, {spool.size_bytes} bytes in "
+        f"{spool.files} files ({spool_dir})",
+    ]
+    if spool.oldest_captured_at is not None:
+        when = datetime.fromtimestamp(spool.oldest_captured_at, UTC)
+        age = max(0.0, now - spool.oldest_captured_at)
+        lines.append(
+            f"  oldest record        captured {when.isoformat(timespec='seconds')} "
+            f"({age:.0f} s ago)"
+        )
+    return "\n".join(lines)
+
+
+async def _stats(memory: CallerMemory, *, as_json: bool) -> int:
+    spool_dir = memory.settings.spool_dir.resolve()
+    try:
+        stats = await memory.store.stats()
+        spool = await asyncio.to_thread(spool_depth, spool_dir, oldest=True)
+    except (StorageError, OSError) as exc:
+        _say(f"stats failed: {exc}")
+        return 1
+    finally:
+        await memory.aclose()
+    if as_json:
+        print(json.dumps(stats_json(stats, spool, spool_dir), indent=2))
+    else:
+        print(stats_text(stats, spool, spool_dir, now=time.time()))
     return 0
 
 
@@ -131,6 +200,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Operate caller memory.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help="check the settings, the spool directory and the store")
+    stats = commands.add_parser(
+        "stats", help="the store's totals and this machine's spool (no caller's data)"
+    )
+    stats.add_argument("--json", action="store_true", help="print the totals as JSON")
     backfill = commands.add_parser(
         "backfill", help="embed the stored memories that have no vector of the current model"
     )
@@ -173,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         _say(f"check of {memory.describe()}")
         return asyncio.run(_check(memory))
+    if args.command == "stats":
+        _say(f"stats of {memory.describe()}")
+        return asyncio.run(_stats(memory, as_json=args.json))
     if args.command == "backfill":
         _say(f"backfill of {memory.describe()}")
         return asyncio.run(_backfill(memory, max(args.batch, 1)))

@@ -11,13 +11,17 @@ calls work as written from synchronous code::
 
 and async code (the agent) uses the `a`-prefixed twins, which never block the event loop.
 `(category, key)` is unique per caller: storing a key again replaces its value.
+
+Every write the store answers is counted by its result, every erasure by who asked for it,
+and every embedding is timed and traced (`caller_memory.telemetry`): this is where they
+happen, whoever asks (capture, the caller's tools, spool replay, an operator).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -29,6 +33,8 @@ from caller_memory.recall.fusion import FusionWeights, fuse
 from caller_memory.recall.query import build_search_query
 from caller_memory.stores.base import MemoryStore
 from caller_memory.sync_bridge import run_sync
+from caller_memory.telemetry import metrics
+from caller_memory.telemetry.tracing import memory_span, set_attributes
 from caller_memory.types import Memory, MemoryCategory, MemoryDetails, MemoryKind, WriteOutcome
 from caller_memory.validation import (
     MAX_QUERY_LENGTH,
@@ -127,6 +133,7 @@ class MemoryManager:
             max_utterances=self.max_utterances,
             details=extra,
         )
+        metrics.write_answered(outcome)
         logger.debug("memory write for %s: [%s] %s -> %s", user_id, cat, key, outcome)
         return outcome
 
@@ -148,7 +155,9 @@ class MemoryManager:
             return extra
         text = index_text(kind=kind, key=key, value=value, context=clipped)
         try:
-            [vector] = await self.embedder.embed_documents([text])
+            [vector] = await _embedding(
+                "memory", self.embedder, self.embedder.embed_documents([text])
+            )
         except EmbeddingError as exc:
             logger.debug("memory stored without a vector (%s); the backfill adds it", exc)
             return extra
@@ -196,7 +205,7 @@ class MemoryManager:
         if self.embedder is None:
             return None
         try:
-            return await self.embedder.embed_query(text)
+            return await _embedding("query", self.embedder, self.embedder.embed_query(text))
         except EmbeddingError as exc:
             logger.debug("searching by text only this time (%s)", exc)
             return None
@@ -219,13 +228,16 @@ class MemoryManager:
         user_id = get_current_user("listing memories")
         return await self.store_backend.list_memories(user_id)
 
-    async def aforget_everything(self, *, erased_at: float | None = None) -> int:
+    async def aforget_everything(
+        self, *, erased_at: float | None = None, source: metrics.ErasureSource = "caller"
+    ) -> int:
         """Delete the caller's profile and every memory, and record the erasure (at
         `erased_at`, default now) so that no writer can bring any of it back; returns
-        memories deleted."""
+        memories deleted. `source`: who asked (the caller, or an operator), as counted."""
         user_id = get_current_user("forgetting everything")
         when = time.time() if erased_at is None else float(erased_at)
         deleted = await self.store_backend.delete_user(user_id, erased_at=when)
+        metrics.erased(source)
         logger.info("deleted every memory (%d) and the profile of user %s", deleted, user_id)
         return deleted
 
@@ -251,6 +263,21 @@ class MemoryManager:
 
     def forget_everything(self) -> int:
         return self._sync(self.aforget_everything(), "forget_everything")
+
+
+async def _embedding(kind: metrics.EmbeddingKind, embedder: Embedder, work: Awaitable[T]) -> T:
+    """`work` (one embedding call of `embedder`), timed and traced as `kind`."""
+    started = time.perf_counter()
+    with memory_span("embedding", kind=kind, model=embedder.name) as span:
+        outcome = "error"
+        try:
+            result = await work
+            outcome = "ok"
+        finally:
+            seconds = time.perf_counter() - started
+            metrics.embedding_timed(kind, seconds)
+            set_attributes(span, outcome=outcome, duration_ms=round(seconds * 1000, 3))
+    return result
 
 
 class DefaultMemoryManager(MemoryManager):

@@ -31,6 +31,11 @@ are still read.
 whatever their size: replay, what a stopped replay keeps, and erasure (`discard_user`) each
 write a replacement file and rename it over the original (keeping its modification time,
 which orders replay).
+
+**Telemetry.** Records kept (and lost) are counted as writes (`spooled`, `lost`), stored
+replays as `replayed`; the spool's size in records and bytes is a pair of gauges, grown by
+each append and measured anew (`spool_depth`, a read of the directory in a worker thread)
+after each replay pass and each erasure, never per turn.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from caller_memory.context import session_user
 from caller_memory.manager import MemoryManager
 from caller_memory.stores.errors import StorageError
 from caller_memory.stores.outage import OutageLog
+from caller_memory.telemetry import metrics
 from caller_memory.types import MemoryDetails, MemoryKind, Statement, WriteOutcome
 
 logger = logging.getLogger("caller_memory.spool")
@@ -501,6 +507,51 @@ def check_spool_writable(directory: Path) -> None:
         raise SpoolNotWritableError(directory, cause) from None
 
 
+# -- how much waits --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolDepth:
+    """What the spool directory holds for replay (set-aside `.mismatch` and `.corrupt`
+    files are not waiting for anything and are not counted)."""
+
+    records: int = 0  # lines waiting (a torn line too: replay sets it aside)
+    size_bytes: int = 0
+    files: int = 0
+    oldest_captured_at: float | None = None  # None when not asked for, or nothing waits
+
+
+def spool_depth(directory: Path, *, oldest: bool = False) -> SpoolDepth:
+    """What waits in the spool files of `directory` (every process's): records, bytes, files,
+    and with `oldest`, when the oldest waiting record was captured (decodes every record:
+    for operators, not for each append). Blocking: run it in a thread on an event loop."""
+    if not directory.is_dir():
+        return SpoolDepth()
+    records = size = files = 0
+    first: float | None = None
+    for path in directory.glob(f"*{SPOOL_SUFFIX}"):
+        try:
+            fh = open(path, "rb")
+        except OSError:
+            continue  # gone meanwhile (replayed, or rewritten and renamed)
+        with fh:
+            files += 1
+            size += os.fstat(fh.fileno()).st_size
+            for line in _LineReader(fh):
+                if not line.raw.strip():
+                    continue
+                records += 1
+                if not oldest or line.overlong:
+                    continue
+                try:
+                    record = decode_record(line.raw)
+                except CorruptRecordError:
+                    continue
+                if record is not None and (first is None or record.captured_at < first):
+                    first = record.captured_at
+    return SpoolDepth(records, size, files, first)
+
+
 # -- erasure, one file at a time -------------------------------------------------------------
 
 
@@ -737,10 +788,12 @@ class MemorySpool:
                         break
                     whole += 1
                 self._own_records += whole
+                metrics.spool_grew(whole, exc.written)  # a torn line is in the file too
                 raise SpoolNotWritableError(self._path, exc.cause, kept=whole) from None
             self._own_has_data = True
             self._torn_tail = False
             self._own_records += len(records)
+            metrics.spool_grew(len(records), len(separator) + sum(len(x) for x in lines))
             try:
                 os.fsync(fd)
             except OSError as exc:
@@ -756,10 +809,24 @@ class MemorySpool:
             return
         try:
             await asyncio.to_thread(self._append_many_sync, list(records))
+        except SpoolNotWritableError as exc:
+            metrics.writes_spooled(exc.kept, len(records) - exc.kept)
+            raise
+        else:
+            metrics.writes_spooled(len(records), 0)
         finally:
             if replay:
                 self.schedule_replay()
         logger.debug("spooled %d memories", len(records))
+
+    def _measure(self) -> None:
+        """Read the whole spool directory's size into the gauges (blocking: in a thread)."""
+        try:
+            depth = spool_depth(self.directory)
+        except OSError as exc:
+            logger.debug("could not measure the spool directory: %s", exc)
+            return
+        metrics.spool_measured(depth.records, depth.size_bytes)
 
     # -- erasure ----------------------------------------------------------------------------
 
@@ -829,6 +896,7 @@ class MemorySpool:
                     _discard_from_file, path, user_id, identity, result, wait=SIDE_FILE_LOCK_WAIT_S
                 )
                 attempt(path, discard)
+        self._measure()
         return result
 
     async def discard_user(self, user_id: str, identity: str | None = None) -> int:
@@ -904,6 +972,7 @@ class MemorySpool:
                 if not complete:
                     break
             self._unfinished = not complete
+            await asyncio.to_thread(self._measure)
             if tally.written:
                 logger.info("replayed %d spooled memories into the store", tally.written)
             if tally.refused:
@@ -981,15 +1050,16 @@ class MemorySpool:
         with session_user(record.identity, namespace=self._namespace) as user_id:
             if user_id != record.user_id:
                 raise _IdentityMismatchError(record)
-            return await self._manager.astore(
-                record.category,
-                record.key,
-                record.value,
-                kind=record.kind,
-                captured_at=record.captured_at,
-                session_started_at=record.session_started_at,
-                details=record.details(),
-            )
+            with metrics.replaying():
+                return await self._manager.astore(
+                    record.category,
+                    record.key,
+                    record.value,
+                    kind=record.kind,
+                    captured_at=record.captured_at,
+                    session_started_at=record.session_started_at,
+                    details=record.details(),
+                )
 
     def schedule_replay(self, *, first_delay: float = 0.5, max_delay: float = 10.0) -> None:
         """Keep replaying in the background on the current loop until the spool is empty."""
@@ -1026,6 +1096,7 @@ class _IdentityMismatchError(StorageError):
 __all__ = [
     "CorruptRecordError",
     "MemorySpool",
+    "SpoolDepth",
     "SpoolNotWritableError",
     "SpoolRecord",
     "check_spool_writable",
@@ -1033,4 +1104,5 @@ __all__ = [
     "encode_record",
     "new_record",
     "read_spool_records",
+    "spool_depth",
 ]

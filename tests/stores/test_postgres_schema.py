@@ -89,6 +89,11 @@ FUNCTIONS = {
         "TABLE(category text, key text, value text, valid_from timestamp with time zone, "
         "valid_until timestamp with time zone)",
     ),
+    "memory_stats": (
+        "",
+        "TABLE(callers bigint, facts bigint, utterances bigint, superseded bigint, "
+        "replaced_values bigint, erasures bigint)",
+    ),
     "memory_stating": (
         "p_user_id uuid, p_category text, p_key text",
         "TABLE(category text, key text, value text, created_at timestamp with time zone, "
@@ -115,6 +120,7 @@ FUNCTION_CALLS: list[tuple[str, tuple[Any, ...]]] = [
     ("SELECT * FROM caller_memory.memory_search($1, 'nurse', 10)", (ALICE,)),
     ("SELECT * FROM caller_memory.memory_list($1)", (ALICE,)),
     ("SELECT * FROM caller_memory.memory_history_list($1)", (ALICE,)),
+    ("SELECT * FROM caller_memory.memory_stats()", ()),
     ("SELECT * FROM caller_memory.memory_stating($1, 'FACT', 'job')", (ALICE,)),
     ("SELECT caller_memory.memory_delete($1, 'FACT', 'job')", (ALICE,)),
     ("SELECT caller_memory.memory_delete_user($1)", (ALICE,)),

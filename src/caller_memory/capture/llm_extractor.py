@@ -32,6 +32,10 @@ the same LLM also reads what the caller said, a few messages at a time:
 A fact the LLM found is also added to what the caller's own words state (their utterance is
 written again with the longer list), so that when the fact changes later, those words stop
 being recalled as well.
+
+Each request is a `caller_memory.extraction` span and is counted by result (answered or
+failed); its tokens are counted as the LLM's stream reports its usage (a model that reports
+none adds none: they are not guessed).
 """
 
 from __future__ import annotations
@@ -49,10 +53,13 @@ from typing import Any, Protocol
 
 from livekit.agents import AgentSession, APIConnectOptions, llm
 from livekit.agents.utils import aio
+from opentelemetry import trace
 
 from caller_memory.capture.rule_based import CapturedMemory, stable_key_category
 from caller_memory.manager import MemoryManager
 from caller_memory.stores.errors import StorageError
+from caller_memory.telemetry import metrics
+from caller_memory.telemetry.tracing import memory_span, set_attributes
 from caller_memory.types import Memory, MemoryCategory, MemoryDetails, Statement
 
 logger = logging.getLogger("caller_memory.llm_extractor")
@@ -284,6 +291,15 @@ class LLMFactExtractor:
             raise ExtractionFailed(f"no answer within {self._timeout_s:g} s") from None
         except Exception as exc:  # any failure of the model costs the extra facts only
             raise ExtractionFailed(str(exc) or type(exc).__name__) from exc
+        if response.usage is not None:
+            metrics.extraction_tokens(
+                response.usage.prompt_tokens, response.usage.completion_tokens
+            )
+            set_attributes(
+                trace.get_current_span(),
+                input_tokens=response.usage.prompt_tokens,
+                output_tokens=response.usage.completion_tokens,
+            )
         calls = [c for c in response.tool_calls if c.name == "record_changes"]
         if not calls:
             raise ExtractionFailed("the model answered without calling record_changes")
@@ -481,13 +497,18 @@ class SessionFactExtraction:
             self._failed(batch, f"the caller's facts could not be read: {exc}")
             return
         self.requests += 1
-        try:
-            changes = await self._extractor(lines, known)
-        except ExtractionFailed as exc:
-            self.failed_requests += 1
-            self._failed(batch, str(exc))
-            return
-        await self._apply(batch, changes, known)
+        with memory_span("extraction", messages=len(lines), known_facts=len(known)) as span:
+            try:
+                changes = await self._extractor(lines, known)
+            except ExtractionFailed as exc:
+                self.failed_requests += 1
+                metrics.extraction_requested("failed")
+                set_attributes(span, outcome="failed")
+                self._failed(batch, str(exc))
+                return
+            metrics.extraction_requested("answered")
+            set_attributes(span, outcome="answered", changes=len(changes))
+            await self._apply(batch, changes, known)
 
     async def _known_facts(self, text: str) -> list[Memory]:
         """The caller's facts nearest to `text`, then their most important ones, up to

@@ -27,6 +27,10 @@ that a background task drains in that context, so:
   memories of the message, never on the reply path;
 - `aclose()` (called from the job's shutdown callback) waits for what is pending (the last
   LLM batch included, within the same time) and spools whatever could not be written in time.
+
+What waits in the queue is the `caller_memory_capture_queue_depth` gauge, and what is dropped
+from it is counted by reason (`caller_memory.telemetry.metrics`); each captured message is a
+`caller_memory.capture` span with its counts.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from livekit.agents.utils import aio
+from opentelemetry import trace
 
 from caller_memory.capture.llm_extractor import (
     CallerMessage,
@@ -60,6 +65,8 @@ from caller_memory.settings import DEFAULT_LLM_EXTRACTOR_EVERY
 from caller_memory.spool import MemorySpool, SpoolNotWritableError, SpoolRecord, new_record
 from caller_memory.stores.errors import StorageError
 from caller_memory.stores.outage import OutageLog
+from caller_memory.telemetry import metrics
+from caller_memory.telemetry.tracing import memory_span, set_attributes
 from caller_memory.types import MemoryDetails, MemoryKind, Statement, WriteOutcome
 
 logger = logging.getLogger("caller_memory.capture")
@@ -200,10 +207,19 @@ class CaptureWriter:
         except Exception:
             logger.exception("an erasure listener of user %s failed", self.user_uuid)
 
+    def _take(self) -> _Captured:
+        """The next queued memory, now (the queue must not be empty)."""
+        item = self._queue.get_nowait()
+        metrics.capture_dequeued()
+        return item
+
     def _drop_queue(self) -> None:
+        dropped = 0
         while not self._queue.empty():
-            self._queue.get_nowait()
+            self._take()
             self._queue.task_done()
+            dropped += 1
+        metrics.capture_dropped("erased", dropped)
 
     def _erased_by_someone_else(self) -> None:
         if self._forgotten:
@@ -242,6 +258,18 @@ class CaptureWriter:
             self._seen_ids[message_id] = None
             if len(self._seen_ids) > SEEN_IDS_LIMIT:
                 self._seen_ids.pop(next(iter(self._seen_ids)))
+        with memory_span("capture", turn_index=turn_index) as span:
+            self._capture(span, text, message_id=message_id, context=context, turn_index=turn_index)
+
+    def _capture(
+        self,
+        span: trace.Span,
+        text: str,
+        *,
+        message_id: str | None,
+        context: str | None,
+        turn_index: int | None,
+    ) -> None:
         now = time.time()
         memories = self._extractor(text)
         states = tuple(
@@ -275,10 +303,17 @@ class CaptureWriter:
                     states=states,
                 )
             )
+        set_attributes(
+            span,
+            memories=len(memories),
+            facts=len(states),
+            llm_extraction=self.facts is not None,
+        )
         if not items:
             return
         if self._queue.qsize() + len(items) > self.queue_max:
             self._drop(items)
+            set_attributes(span, dropped=len(items), queue_depth=self._queue.qsize())
             return
         if self._queue_full:
             self._queue_full = False
@@ -290,11 +325,14 @@ class CaptureWriter:
             )
         for item in items:
             self._queue.put_nowait(item)
+        metrics.capture_queued(len(items))
+        set_attributes(span, queued=len(items), queue_depth=self._queue.qsize())
         self._ensure_worker()
 
     def _drop(self, items: list[_Captured]) -> None:
         memories = len(items)
         self.dropped_count += memories
+        metrics.capture_dropped("queue_full", memories)
         if self._queue_full:
             self._burst_dropped += memories
             return
@@ -319,6 +357,7 @@ class CaptureWriter:
     async def _drain(self) -> None:
         while True:
             item = await self._queue.get()
+            metrics.capture_dequeued()
             self._busy = True
             try:
                 await self._write(item.memory, item.captured_at, item.details)
@@ -439,7 +478,7 @@ class CaptureWriter:
             await self.facts.aclose(max(0.0, deadline - loop.time()))
         leftovers: list[SpoolRecord] = []
         while not self._queue.empty():
-            item = self._queue.get_nowait()
+            item = self._take()
             leftovers.append(self._record(item.memory, item.captured_at, item.details))
             self._queue.task_done()
         if self._worker is not None:

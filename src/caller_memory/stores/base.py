@@ -3,14 +3,29 @@
 Stores are deliberately dumb: they take the user uuid as an argument and never look at the
 session context. Deciding *which* user an operation is for is the job of `memory_manager`
 and `profiles`, which read it from the session context and fail closed.
+
+Every backend class is decorated with `counts_store_errors`: the one place where a failed
+store operation is counted (`caller_memory_store_errors_total{backend, operation, error}`),
+whichever backend and whoever called.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import inspect
 import time
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from caller_memory.stores.errors import (
+    StorageConfigError,
+    StorageError,
+    StorageSchemaError,
+    StorageUnavailableError,
+)
+from caller_memory.telemetry import metrics
 from caller_memory.types import (
     Candidate,
     FactChange,
@@ -139,7 +154,28 @@ class MemoryStore(Protocol):
         bring anything back; returns memories deleted."""
         ...
 
+    async def stats(self) -> StoreStats:
+        """The store's totals, for an operator (`caller-memory stats`): counts only, never a
+        caller's data. One query (a SQL function on Postgres and Supabase)."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """What a store holds, in numbers: no identity, uuid or memory text."""
+
+    callers: int  # profiles
+    facts: int  # current stable facts
+    utterances: int  # the callers' own words kept (superseded ones included)
+    superseded: int  # utterances that only state a replaced value: kept, never recalled
+    replaced_values: int  # former values of facts, kept as history
+    erasures: int  # erasure tombstones: callers erased, kept to refuse late writes
+
+    @property
+    def memories(self) -> int:
+        return self.facts + self.utterances
 
 
 # How many candidates of each kind a search gathers per result it returns: room for the
@@ -158,3 +194,61 @@ def write_times(captured_at: float | None, session_started_at: float | None) -> 
 def erasure_time(erased_at: float | None) -> float:
     """When an erasure happened: `erased_at`, or now."""
     return time.time() if erased_at is None else float(erased_at)
+
+
+# -- counting failures, once for every backend -------------------------------------------------
+
+S = TypeVar("S")
+
+# Everything a store does (the protocol's operations), the label values of its error counter.
+STORE_OPERATIONS = tuple(
+    name
+    for name, member in vars(MemoryStore).items()
+    if not name.startswith("_") and inspect.iscoroutinefunction(member) and name != "aclose"
+)
+# Set while a store operation runs: one that calls another (an upsert that stores its
+# vector) counts one failure, the outer one.
+_IN_OPERATION: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "caller_memory_store_operation", default=False
+)
+
+
+def error_kind(exc: StorageError) -> str:
+    """The label of a storage error: what the operator has to do differs for each."""
+    if isinstance(exc, StorageUnavailableError):
+        return "unavailable"
+    if isinstance(exc, StorageSchemaError):
+        return "schema"
+    if isinstance(exc, StorageConfigError):
+        return "config"
+    return "other"
+
+
+def _counted(
+    operation: str, method: Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(method)
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if _IN_OPERATION.get():
+            return await method(self, *args, **kwargs)
+        token = _IN_OPERATION.set(True)
+        try:
+            return await method(self, *args, **kwargs)
+        except StorageError as exc:
+            metrics.store_failed(str(getattr(self, "name", "")), operation, error_kind(exc))
+            raise
+        finally:
+            _IN_OPERATION.reset(token)
+
+    return counted
+
+
+def counts_store_errors(cls: type[S]) -> type[S]:
+    """Class decorator of a store backend: each operation of the `MemoryStore` protocol it
+    defines counts its `StorageError`s by backend (`name`), operation and kind, then raises
+    them as they were."""
+    for operation in STORE_OPERATIONS:
+        method = cls.__dict__.get(operation)
+        if method is not None and inspect.iscoroutinefunction(method):
+            setattr(cls, operation, _counted(operation, method))
+    return cls

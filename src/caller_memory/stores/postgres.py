@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from caller_memory.stores.base import CANDIDATES_PER_RESULT, erasure_time, write_times
+from caller_memory.stores.base import (
+    CANDIDATES_PER_RESULT,
+    StoreStats,
+    counts_store_errors,
+    erasure_time,
+    write_times,
+)
 from caller_memory.stores.database_url import (
     DatabaseUrlError,
     parse_database_url,
@@ -48,6 +54,7 @@ from caller_memory.stores.rows import (
     memory_from_row,
     profile_from_row,
     statements_json,
+    stats_from_row,
     unembedded_from_row,
     user_uuid,
 )
@@ -106,6 +113,7 @@ _UNAVAILABLE_ERRORS = (
 )
 
 
+@counts_store_errors
 class PostgresMemoryStore:
     """`MemoryStore` on PostgreSQL through asyncpg (see module docstring)."""
 
@@ -499,6 +507,14 @@ class PostgresMemoryStore:
         return int(deleted or 0)
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    async def stats(self) -> StoreStats:
+        row = await self._call(
+            "counting what the store holds",
+            "fetchrow",
+            "SELECT * FROM caller_memory.memory_stats()",
+        )
+        return stats_from_row(row)
 
     async def close_loop_pool(self) -> None:
         """Close the running loop's pool (call before closing a loop that used the store).

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from caller_memory.stores.base import StoreStats
 from caller_memory.types import (
     Candidate,
     FactChange,
@@ -134,3 +135,11 @@ def statements_json(states: tuple[Statement, ...]) -> str | None:
         [{"category": s.category, "key": s.key, "value": s.value} for s in states],
         ensure_ascii=False,
     )
+
+
+STATS_COLUMNS = ("callers", "facts", "utterances", "superseded", "replaced_values", "erasures")
+
+
+def stats_from_row(row: Mapping[str, Any] | Any) -> StoreStats:
+    """The totals of `caller_memory.memory_stats()` (or the SQLite store's same query)."""
+    return StoreStats(*(int(row[column]) for column in STATS_COLUMNS))

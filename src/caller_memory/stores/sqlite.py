@@ -21,12 +21,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from caller_memory.stores.base import CANDIDATES_PER_RESULT, erasure_time, write_times
+from caller_memory.stores.base import (
+    CANDIDATES_PER_RESULT,
+    StoreStats,
+    counts_store_errors,
+    erasure_time,
+    write_times,
+)
 from caller_memory.stores.errors import StorageError, StorageSchemaError, StorageUnavailableError
 from caller_memory.stores.rows import (
     fact_change_from_row,
     memory_from_row,
     profile_from_row,
+    stats_from_row,
     unembedded_from_row,
 )
 from caller_memory.stores.vectors import (
@@ -145,6 +152,7 @@ class _Interruptible:
         self.cancelled = False
 
 
+@counts_store_errors
 class SQLiteMemoryStore:
     """`MemoryStore` on a local SQLite file (see module docstring)."""
 
@@ -622,6 +630,22 @@ class SQLiteMemoryStore:
         deleted = await self._run(op)
         self._vectors.invalidate(user_id)
         return deleted
+
+    async def stats(self) -> StoreStats:
+        def op(conn: sqlite3.Connection) -> StoreStats:
+            # the counts of the Postgres function `caller_memory.memory_stats()`
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM profiles) AS callers, "
+                "count(*) FILTER (WHERE kind = 'fact') AS facts, "
+                "count(*) FILTER (WHERE kind = 'utterance') AS utterances, "
+                "count(*) FILTER (WHERE superseded_at IS NOT NULL) AS superseded, "
+                "(SELECT count(*) FROM memory_history) AS replaced_values, "
+                "(SELECT count(*) FROM memory_erasures) AS erasures "
+                "FROM memories"
+            ).fetchone()
+            return stats_from_row(row)
+
+        return await self._run(op)
 
     async def aclose(self) -> None:
         self._closed = True

@@ -45,7 +45,13 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from caller_memory.stores.base import CANDIDATES_PER_RESULT, erasure_time, write_times
+from caller_memory.stores.base import (
+    CANDIDATES_PER_RESULT,
+    StoreStats,
+    counts_store_errors,
+    erasure_time,
+    write_times,
+)
 from caller_memory.stores.errors import (
     StorageConfigError,
     StorageError,
@@ -60,6 +66,7 @@ from caller_memory.stores.rows import (
     memory_from_row,
     profile_from_row,
     statements_json,
+    stats_from_row,
     unembedded_from_row,
     user_uuid,
 )
@@ -158,6 +165,7 @@ class _Failure(Exception):
         self.summary = summary
 
 
+@counts_store_errors
 class SupabaseMemoryStore:
     """`MemoryStore` on a Supabase project's `memory_*` functions (see module docstring)."""
 
@@ -613,6 +621,16 @@ class SupabaseMemoryStore:
         erased_at = erasure_time(erased_at)
         params = {"p_user_id": str(user_uuid(user_id)), "p_erased_at": _iso(erased_at)}
         return _scalar("memory_delete_user", await self._rpc("memory_delete_user", params), int)
+
+    async def stats(self) -> StoreStats:
+        fn = "memory_stats"
+        rows = _rows(fn, await self._rpc(fn, {}))
+        if len(rows) != 1:
+            raise _shape_error(fn, f"{len(rows)} rows instead of one")
+        try:
+            return stats_from_row(rows[0])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _shape_error(fn, f"a malformed row ({exc!r})") from None
 
     async def aclose(self) -> None:
         """Close the HTTP clients this store opened, on whichever loop each belongs to.

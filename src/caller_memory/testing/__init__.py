@@ -55,7 +55,7 @@ from livekit.agents.voice import io
 
 from caller_memory.memory import CallerMemory
 from caller_memory.settings import MemorySettings
-from caller_memory.stores.base import MemoryStore
+from caller_memory.stores.base import MemoryStore, StoreStats, counts_store_errors
 from caller_memory.stores.errors import StorageUnavailableError
 from caller_memory.stores.sqlite import SQLiteMemoryStore
 from caller_memory.types import Candidate, FactChange, Memory, Profile, Unembedded, WriteOutcome
@@ -248,10 +248,13 @@ class FakeAudioInput(io.AudioInput):
         )
 
 
+@counts_store_errors
 class FakeStoreOutage:
     """A `MemoryStore` wrapper around a real store; the operations named in `failing` raise
     `StorageUnavailableError` while `down` is true, and every other call goes through.
-    `calls` records the name of every operation asked of the store, refused or not."""
+    `calls` records the name of every operation asked of the store, refused or not. Its
+    refusals are counted as store errors like a backend's (backend `other`: it is none of
+    the three), once: the inner store's own failures are counted as the fake's."""
 
     def __init__(self, inner: MemoryStore, *, failing: frozenset[str] = frozenset()) -> None:
         self.inner = inner
@@ -337,6 +340,10 @@ class FakeStoreOutage:
     async def delete_user(self, user_id: str, *, erased_at: float | None = None) -> int:
         self._check("delete_user")
         return await self.inner.delete_user(user_id, erased_at=erased_at)
+
+    async def stats(self) -> StoreStats:
+        self._check("stats")
+        return await self.inner.stats()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

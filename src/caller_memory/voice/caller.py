@@ -26,6 +26,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from livekit.agents import AgentSession, ToolError, llm
+from opentelemetry import context as otel_context
 
 from caller_memory.capture.rule_based import extract_memories
 from caller_memory.capture.writer import CaptureWriter
@@ -33,6 +34,8 @@ from caller_memory.profiles import aget_profile, amark_first_login_complete
 from caller_memory.recall.block import memory_block, without_memories
 from caller_memory.recall.recall import normal_text, recall, without_repeats
 from caller_memory.stores.errors import StorageError
+from caller_memory.telemetry import metrics
+from caller_memory.telemetry.tracing import current_context
 from caller_memory.types import Memory, Profile
 from caller_memory.voice import registry
 from caller_memory.voice.forget import forget_one
@@ -196,19 +199,26 @@ class CallerSession:
             return None
         task = self._recalls.get(key)
         if task is None:
-            task = self._spawn(self._recall_turn(text))
+            # its span nests in the turn's trace that asked for it, not the session's start
+            task = self._spawn(self._recall_turn(text, current_context()))
             self._recalls[key] = task
             while len(self._recalls) > RECALL_CACHE_SIZE:
                 self._recalls.pop(next(iter(self._recalls)))
         return task
 
-    async def _recall_turn(self, text: str) -> list[Memory]:
+    async def _recall_turn(
+        self, text: str, trace_context: otel_context.Context | None = None
+    ) -> list[Memory]:
         """What the store holds that bears on `text`, within the recall budget ([] on a
         miss); and, at the same time, whether the caller was erased meanwhile (one indexed
         read: only an erasure deletes a profile)."""
         budget = self.memory.settings.recall_budget_s
         search = recall(
-            text, manager=self.memory.manager, budget_s=budget, outage=self.memory.outage
+            text,
+            manager=self.memory.manager,
+            budget_s=budget,
+            outage=self.memory.outage,
+            trace_context=trace_context,
         )
         if not self._watch_erasure:
             return await search
@@ -255,7 +265,10 @@ class CallerSession:
             logger.exception("recall failed; replying without memories")
             return without_memories(chat_ctx) if self.erased else chat_ctx
         if not memories or index is None:
+            if text:
+                metrics.memories_injected(0)
             return chat_ctx
+        metrics.memories_injected(len(memories))
         request = chat_ctx.copy()
         request.items.insert(
             index, llm.ChatMessage(role="system", content=[memory_block(memories)])

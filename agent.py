@@ -20,6 +20,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, cli
@@ -67,6 +68,8 @@ __all__ = [
 logger = logging.getLogger("memory_worker")
 
 STARTUP_STORE_CHECK_S = 5.0
+# Where job processes leave their metrics for the endpoint to collect (LiveKit empties it).
+DEFAULT_PROMETHEUS_DIR = Path("data/prometheus")
 WORKER_COMMANDS = ("dev", "start", "connect", "console")
 LIVEKIT_COMMANDS = ("dev", "start", "connect")
 HELP_OPTIONS = ("--help", "-h")
@@ -111,6 +114,24 @@ class WorkerSettings(MemorySettings):
     tts_model: str = Field(default="gpt-4o-mini-tts", alias="OPENAI_TTS_MODEL")
     tts_voice: str = Field(default="ash", alias="OPENAI_TTS_VOICE")
     console_identity: str = Field(default="console-user", alias="CONSOLE_USER_IDENTITY")
+    prometheus_port: int | None = Field(default=None, alias="PROMETHEUS_PORT")
+    prometheus_multiproc_dir: Path = Field(
+        default=DEFAULT_PROMETHEUS_DIR, alias="PROMETHEUS_MULTIPROC_DIR"
+    )
+
+    @field_validator("prometheus_port", mode="before")
+    @classmethod
+    def _prometheus_port(cls, value: object) -> int:
+        try:
+            port = int(str(value).strip())
+        except ValueError:
+            port = 0
+        if not 1 <= port <= 65535:
+            raise ValueError(
+                f"PROMETHEUS_PORT must be a port number from 1 to 65535 (got {value!r}); "
+                "leave it empty for no metrics endpoint"
+            )
+        return port
 
     @field_validator("livekit_url", mode="before")
     @classmethod
@@ -213,13 +234,26 @@ def build_session(proc: JobProcess) -> AgentSession[Any]:
     return session
 
 
-# INFO unless `--log-level` / LIVEKIT_LOG_LEVEL say otherwise (livekit-agents' default for
-# `dev` and `console` is DEBUG, which logs raw identities and everything callers say).
-server = AgentServer(log_level=DEFAULT_LOG_LEVEL)
-server.setup_fnc = prewarm
+def build_server(settings: WorkerSettings | None = None) -> AgentServer:
+    """The worker's `AgentServer`: `prewarm` and `entrypoint`, logging at INFO unless
+    `--log-level` / LIVEKIT_LOG_LEVEL say otherwise (livekit-agents' default for `dev` and
+    `console` is DEBUG, which logs raw identities and everything callers say). With
+    `PROMETHEUS_PORT` it also serves LiveKit's Prometheus endpoint (memory's metrics
+    included) on that port, collecting from every job process through
+    `PROMETHEUS_MULTIPROC_DIR` (which LiveKit empties at start-up)."""
+    port = settings.prometheus_port if settings is not None else None
+    built = AgentServer(
+        log_level=DEFAULT_LOG_LEVEL,
+        prometheus_port=port,
+        prometheus_multiproc_dir=(
+            str(settings.prometheus_multiproc_dir) if settings is not None and port else None
+        ),
+    )
+    built.setup_fnc = prewarm
+    built.rtc_session(entrypoint)
+    return built
 
 
-@server.rtc_session()
 async def entrypoint(ctx: JobContext) -> None:
     ctx.log_context_fields = {"room": ctx.room.name}
     logger.info("[ENTRYPOINT] Starting session for room: %s", ctx.room.name)
@@ -247,6 +281,11 @@ async def entrypoint(ctx: JobContext) -> None:
     def _end_job_when_session_closes(_event: object) -> None:
         # The session closes when its participant leaves; the job has nothing left to do.
         ctx.shutdown(reason="agent session closed")
+
+
+# Built at import as LiveKit's starter does; `main` builds it again from the settings when
+# they ask for a metrics endpoint.
+server = build_server()
 
 
 async def _check_memory(settings: WorkerSettings) -> None:
@@ -288,7 +327,7 @@ def main(argv: Sequence[str]) -> None:
     install_identity_redaction()
     if command == "console":
         install_console_noise_filter()
-    cli.run_app(server)
+    cli.run_app(build_server(settings) if settings.prometheus_port else server)
 
 
 if __name__ == "__main__":

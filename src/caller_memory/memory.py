@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -77,6 +78,8 @@ class CallerMemory:
                 self.embedding_problem = str(exc)  # check() refuses; attach() warns once
         self.embedder = embedder
         self._search_noted = False
+        # callers attached and not yet closed: `aclose` writes (or spools) what they hold
+        self._open_callers: set[CallerSession] = set()
         self.manager = MemoryManager(
             store, max_utterances=self.settings.max_utterances, embedder=embedder
         )
@@ -159,7 +162,8 @@ class CallerMemory:
             context=context,
         )
         register(caller)
-        _follow_the_session(session, caller)
+        self._open_callers.add(caller)
+        _follow_the_session(session, caller, on_closed=self._open_callers.discard)
         return caller
 
     def _fact_extractor(self, session: AgentSession[Any]) -> LLMFactExtractor | None:
@@ -264,7 +268,18 @@ class CallerMemory:
                 logger.error("the embedding model could not be loaded; searching by text: %s", exc)
 
     async def aclose(self) -> None:
-        """Close the store (its connections or files) and the embedder."""
+        """Write (or spool) what every attached caller still holds, then close the store (its
+        connections or files) and the embedder: closing the memory loses nothing a session
+        captured, also when its own close has not run (or not finished) yet."""
+        callers = list(self._open_callers)
+        if callers:
+            results = await asyncio.gather(
+                *(caller.aclose() for caller in callers), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    logger.error("a session's memories could not be written at close: %r", result)
+            self._open_callers.clear()
         await self.store.aclose()
         if self.embedder is not None:
             await self.embedder.aclose()
@@ -277,7 +292,12 @@ def _why(exc: BaseException) -> str:
     return str(exc)
 
 
-def _follow_the_session(session: AgentSession[Any], caller: CallerSession) -> None:
+def _follow_the_session(
+    session: AgentSession[Any],
+    caller: CallerSession,
+    *,
+    on_closed: Callable[[CallerSession], None],
+) -> None:
     """Every caller message of `session` (spoken or typed: typed chat and `session.run`
     bypass `on_user_turn_completed`) reaches `caller.caller_said`, once it is committed to
     the conversation (a discarded preemptive draft's message never is): that is where it is
@@ -303,6 +323,7 @@ def _follow_the_session(session: AgentSession[Any], caller: CallerSession) -> No
         task = asyncio.get_running_loop().create_task(caller.aclose())
         closing.add(task)
         task.add_done_callback(closing.discard)
+        task.add_done_callback(lambda _task: on_closed(caller))
 
     session.on("conversation_item_added", on_item_added)
     session.on("user_input_transcribed", on_transcribed)

@@ -14,12 +14,11 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 from pathlib import Path
 
 from tests.support import subprocess_env
-
-SAMPLE_FILE = Path("/tmp/issue12_metrics_sample.txt")
 
 WORKER = textwrap.dedent(
     """
@@ -96,7 +95,6 @@ def test_the_workers_metrics_endpoint_serves_what_its_job_process_counted(tmp_pa
         worker.wait(timeout=30)
 
     ours = [x for x in body.splitlines() if "caller_memory_" in x]
-    SAMPLE_FILE.write_text("\n".join(ours) + "\n")
     values = {
         m.group(1): float(m.group(2))
         for x in ours
@@ -129,3 +127,57 @@ def test_the_workers_metrics_endpoint_serves_what_its_job_process_counted(tmp_pa
     # no identity, uuid or memory text in any label
     for secret in ("metrics-caller", "nurse", "Leeds", "xylophones"):
         assert secret not in body
+
+
+def test_the_reference_worker_serves_the_endpoint_on_prometheus_port(
+    tmp_path: Path, unused_tcp_port: int
+) -> None:
+    """`PROMETHEUS_PORT` in the worker's settings: `python agent.py start` serves LiveKit's
+    endpoint with every memory instrument on it, and gives its job processes the default
+    multiprocess directory (here LiveKit itself cannot be reached: the endpoint is up while
+    the worker retries)."""
+    agent_py = Path(__file__).resolve().parents[2] / "agent.py"
+    worker = subprocess.Popen(
+        [sys.executable, str(agent_py), "start"],
+        env=subprocess_env(
+            LIVEKIT_URL="ws://127.0.0.1:9",
+            LIVEKIT_API_KEY="test-key",
+            LIVEKIT_API_SECRET="test-secret-that-is-long-enough-for-hs256-xx",
+            OPENAI_API_KEY="test-openai-key",
+            MEMORY_EMBEDDINGS="off",
+            PROMETHEUS_PORT=str(unused_tcp_port),
+        ),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{unused_tcp_port}/metrics"
+    body = ""
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and worker.poll() is None:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    body = response.read().decode()
+            except OSError:
+                pass
+            # multiprocess mode serves what the processes' files hold: empty until they exist
+            if "caller_memory_" in body:
+                break
+            time.sleep(0.5)
+    finally:
+        worker.kill()
+        said, _ = worker.communicate(timeout=30)
+    assert body, f"no metrics endpoint on {url} (exit {worker.returncode}):\n{said[-3000:]}"
+    for metric in (
+        "caller_memory_recall_duration_seconds",
+        "caller_memory_recalls_total",
+        "caller_memory_writes_total",
+        "caller_memory_capture_queue_depth",
+        "caller_memory_spool_records",
+        "caller_memory_embedding_duration_seconds",
+    ):
+        assert f"# TYPE {metric} " in body, metric
+    assert 'caller_memory_writes_total{result="stored"} 0.0' in body
+    assert (tmp_path / "data" / "prometheus").is_dir()

@@ -434,20 +434,29 @@ begin
             updated_at timestamptz, score real, kind text, session_id text,
             turn_index integer
         )
-        language sql
+        language plpgsql
         stable
         security invoker
         set search_path = ''
         %3$s
         as $body$
+        #variable_conflict use_column
+        declare
+            -- parsed once: a cast of the parameter in the query itself is evaluated again
+            -- for every row it is compared with
+            v_query %2$s := p_embedding::%2$s;
+        begin
+            -- ordered by the distance alone, so the HNSW index can serve it
+            return query
             select m.category, m.key, m.value, m.created_at, m.updated_at,
-                   (1 - (m.embedding OPERATOR(%1$s.<=>) p_embedding::%2$s))::real,
+                   (1 - (m.embedding OPERATOR(%1$s.<=>) v_query))::real,
                    m.kind, m.session_id, m.turn_index
             from caller_memory.memories as m
             where m.user_id = p_user_id and m.embedding_model = p_model
               and m.embedding is not null and m.superseded_at is null
-            order by m.embedding OPERATOR(%1$s.<=>) p_embedding::%2$s, m.id desc
+            order by m.embedding OPERATOR(%1$s.<=>) v_query
             limit greatest(coalesce(p_limit, 0), 0);
+        end
         $body$
     $f$, split_part(v_type, '.', 1), v_type, v_scan);
 

@@ -354,7 +354,7 @@ class SQLiteMemoryStore:
 
         # The write rule of `MemoryStore.upsert_memory`, decided inside one write transaction
         # (BEGIN IMMEDIATE holds the file's write lock, so an erasure cannot slip in between).
-        def op(conn: sqlite3.Connection) -> WriteOutcome:
+        def op(conn: sqlite3.Connection) -> tuple[WriteOutcome, int | None]:
             now = _now()
             conn.execute("BEGIN IMMEDIATE")
             erased = conn.execute(
@@ -363,15 +363,15 @@ class SQLiteMemoryStore:
             ).fetchone()
             if erased is not None:
                 conn.execute("ROLLBACK")
-                return WriteOutcome.ERASED
+                return WriteOutcome.ERASED, None
             existing = conn.execute(
-                "SELECT value, captured_at, embedding_model FROM memories "
+                "SELECT id, value, captured_at, embedding_model FROM memories "
                 "WHERE user_id = ? AND category = ? AND key = ?",
                 (user_id, category, key),
             ).fetchone()
             if existing is not None and existing["captured_at"] > captured_at:
                 conn.execute("ROLLBACK")
-                return WriteOutcome.STALE
+                return WriteOutcome.STALE, None
             conn.execute(
                 "INSERT INTO profiles(id, original_identity, is_first_login, created_at, "
                 "updated_at) VALUES (?, ?, 1, ?, ?) ON CONFLICT(id) DO NOTHING",
@@ -384,7 +384,7 @@ class SQLiteMemoryStore:
             )
             # a vector is kept only while the value it was made of stays
             keep_vector = existing is not None and existing["value"] == value
-            conn.execute(
+            written = conn.execute(
                 "INSERT INTO memories(user_id, category, key, value, kind, captured_at, "
                 "created_at, updated_at, context, said_on, cjk_pairs, session_id, turn_index, "
                 "superseded_at, embedding, embedding_model) "
@@ -437,11 +437,15 @@ class SQLiteMemoryStore:
                     (user_id, max(max_utterances, 0)),
                 )
             conn.execute("COMMIT")
-            return WriteOutcome.STORED
+            return WriteOutcome.STORED, existing[
+                "id"
+            ] if existing is not None else written.lastrowid
 
-        outcome = await self._run(op)
-        if outcome == WriteOutcome.STORED:
-            self._vectors.invalidate(user_id)
+        outcome, row_id = await self._run(op)
+        if row_id is not None:
+            # the caller's vectors in memory re-read this row, not all of them: the rows this
+            # write superseded or dropped are left out when a search reads its results
+            self._vectors.changed(user_id, row_id)
         return outcome
 
     async def get_memory(self, user_id: str, category: str, key: str) -> str | None:
@@ -515,17 +519,18 @@ class SQLiteMemoryStore:
     ) -> bool:
         blob = encode_vector(embedding)
 
-        def op(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
+        def op(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute(
                 "UPDATE memories SET embedding = ?, embedding_model = ? "
-                "WHERE user_id = ? AND category = ? AND key = ? AND value = ?",
+                "WHERE user_id = ? AND category = ? AND key = ? AND value = ? RETURNING id",
                 (blob, embedding_model, user_id, category, key, value),
-            )
-            return cur.rowcount > 0
+            ).fetchone()
+            return None if row is None else int(row[0])
 
-        done = await self._run(op)
-        self._vectors.invalidate(user_id)
-        return done
+        row_id = await self._run(op)
+        if row_id is not None:
+            self._vectors.changed(user_id, row_id)
+        return row_id is not None
 
     async def unembedded(self, embedding_model: str, limit: int) -> list[Unembedded]:
         def op(conn: sqlite3.Connection) -> list[Unembedded]:

@@ -75,13 +75,27 @@ class VectorCache:
     def __init__(self, *, max_vectors: int = MAX_CACHED_VECTORS) -> None:
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[str, str], _CallerVectors] = OrderedDict()
+        # rows written since each entry was read; one lock per entry, so that two searches of
+        # one caller never store an entry that misses a change the other one applied
+        self._changed: dict[tuple[str, str], set[int]] = {}
+        self._entry_locks: dict[tuple[str, str], threading.Lock] = {}
         self._max_vectors = max_vectors
 
     def invalidate(self, user_id: str) -> None:
-        """This process wrote to the caller's memories: read their vectors again next time."""
+        """This process deleted some of the caller's memories: read all their vectors again
+        next time."""
         with self._lock:
             for entry_key in [k for k in self._entries if k[0] == user_id]:
                 del self._entries[entry_key]
+                self._changed.pop(entry_key, None)
+
+    def changed(self, user_id: str, row_id: int) -> None:
+        """This process wrote the caller's memory `row_id` (new, or a new value or vector):
+        the next search reads that row again, and only it, so a caller's search after each
+        thing they say costs one row, not all their vectors."""
+        with self._lock:
+            for entry_key in [k for k in self._entries if k[0] == user_id]:
+                self._changed.setdefault(entry_key, set()).add(row_id)
 
     def nearest(
         self,
@@ -123,19 +137,25 @@ class VectorCache:
     def _entry(self, conn: sqlite3.Connection, user_id: str, model: str) -> _CallerVectors | None:
         key = (user_id, model)
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
+            entry_lock = self._entry_locks.setdefault(key, threading.Lock())
+        with entry_lock:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    self._entries.move_to_end(key)
+                changed = self._changed.pop(key, set())
+            if entry is not None and time.monotonic() - entry.loaded_at > REFRESH_S:
+                entry = None
+            if entry is None:
+                entry = self._load(conn, user_id, model, after=0, into=None)
+            else:
+                if changed:
+                    entry = self._reload(conn, user_id, model, entry, changed)
+                entry = self._load(conn, user_id, model, after=entry.max_id, into=entry)
+            with self._lock:
+                self._entries[key] = entry
                 self._entries.move_to_end(key)
-        if entry is not None and time.monotonic() - entry.loaded_at > REFRESH_S:
-            entry = None
-        if entry is None:
-            entry = self._load(conn, user_id, model, after=0, into=None)
-        else:
-            entry = self._load(conn, user_id, model, after=entry.max_id, into=entry)
-        with self._lock:
-            self._entries[key] = entry
-            self._entries.move_to_end(key)
-            self._evict()
+                self._evict()
         return entry
 
     @staticmethod
@@ -171,8 +191,41 @@ class VectorCache:
             into.loaded_at,
         )
 
+    @staticmethod
+    def _reload(
+        conn: sqlite3.Connection,
+        user_id: str,
+        model: str,
+        entry: _CallerVectors,
+        row_ids: set[int],
+    ) -> _CallerVectors:
+        """`entry` with the rows `row_ids` read again (those at or below its newest row; newer
+        ones come with the next incremental load)."""
+        known = sorted(i for i in row_ids if i <= entry.max_id)
+        if not known:
+            return entry
+        keep = ~np.isin(entry.ids, known)
+        marks = ",".join("?" * len(known))
+        rows = conn.execute(
+            f"SELECT id, embedding FROM memories WHERE id IN ({marks}) AND user_id = ? "
+            "AND embedding IS NOT NULL AND embedding_model = ? AND superseded_at IS NULL",
+            (*known, user_id, model),
+        ).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(
+            len(rows), DIMENSIONS
+        )
+        return _CallerVectors(
+            np.concatenate([entry.ids[keep], ids]),
+            np.vstack([entry.matrix[keep], matrix.astype(np.float32)]),
+            entry.max_id,
+            entry.loaded_at,
+        )
+
     def _evict(self) -> None:
         total = sum(e.ids.size for e in self._entries.values())
         while total > self._max_vectors and len(self._entries) > 1:
-            _, dropped = self._entries.popitem(last=False)
+            dropped_key, dropped = self._entries.popitem(last=False)
+            self._changed.pop(dropped_key, None)
+            self._entry_locks.pop(dropped_key, None)
             total -= dropped.ids.size

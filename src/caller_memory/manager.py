@@ -173,6 +173,13 @@ class MemoryManager:
         user_id = get_current_user("reading a memory")
         return await self.store_backend.get_memory(user_id, cat, key)
 
+    async def aprepare(self) -> None:
+        """Get the store ready to search the caller in context by meaning (the SQLite store
+        reads their vectors into memory), so the first turn's recall does not pay for it."""
+        if self.embedder is not None:
+            user_id = get_current_user("preparing search")
+            await self.store_backend.prepare_caller(user_id, self.embedder.name)
+
     async def asearch(self, query: str, limit: int = 5) -> list[Memory]:
         """The caller's memories most relevant to `query`, best first.
 

@@ -80,6 +80,7 @@ class CallerMemory:
         self._search_noted = False
         # callers attached and not yet closed: `aclose` writes (or spools) what they hold
         self._open_callers: set[CallerSession] = set()
+        self._preparing: set[asyncio.Task[None]] = set()
         self.manager = MemoryManager(
             store, max_utterances=self.settings.max_utterances, embedder=embedder
         )
@@ -139,6 +140,10 @@ class CallerMemory:
         )
         known = await self._known_memories()
         context = contextvars.copy_context()
+        # the caller's vectors are read while the session starts and greets, not in recall
+        preparing = asyncio.get_running_loop().create_task(self._prepare(), context=context)
+        self._preparing.add(preparing)
+        preparing.add_done_callback(self._preparing.discard)
         writer = CaptureWriter(
             context,
             manager=self.manager,
@@ -196,6 +201,12 @@ class CallerMemory:
                 "[SESSION INIT] profile store unavailable, continuing without it: %s", _why(exc)
             )
             return Profile(id=user_uuid, original_identity=None, is_first_login=False), False
+
+    async def _prepare(self) -> None:
+        try:
+            await self.manager.aprepare()
+        except StorageError as exc:
+            logger.debug("could not prepare the caller's search by meaning: %s", exc)
 
     async def _known_memories(self) -> list[Memory]:
         try:

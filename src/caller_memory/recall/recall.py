@@ -2,11 +2,11 @@
 
 Recall runs once per caller message, started as soon as its text is known (the final
 transcript, or typed text on arrival) and awaited by the LLM step of the reply
-(`MemoryAgent.llm_node`), so it has a hard time budget (`MEMORY_RECALL_BUDGET_MS`, default 50 ms). When the
-budget runs out or the store fails, the reply goes ahead without memories and the miss is
-logged. Memories are handed to the LLM as a delimited block of quoted, caller-provided data,
-never as instructions. Each recall is timed and counted by outcome (hit, empty, budget
-exceeded, store error: `caller_memory.telemetry.metrics`) and traced as a
+(`MemoryAgent.llm_node`), so it has a hard time budget (`MEMORY_RECALL_BUDGET_MS`, default
+50 ms). When the budget runs out or the store fails, the reply goes ahead without memories
+and the miss is logged. Memories are handed to the LLM as a delimited block of quoted,
+caller-provided data, never as instructions. Each recall is timed and counted by outcome
+(hit, empty, budget exceeded, store error: `caller_memory.telemetry.metrics`) and traced as a
 `caller_memory.recall` span.
 """
 

@@ -132,6 +132,11 @@ class MemoryStore(Protocol):
         """Whether this store can search by meaning (SQLite always; Postgres with pgvector)."""
         ...
 
+    async def prepare_caller(self, user_id: str, embedding_model: str) -> None:
+        """Get ready to search the user's memories by meaning, before their first turn (a
+        store that holds vectors in memory reads them now; the others have nothing to do)."""
+        ...
+
     async def list_memories(self, user_id: str) -> list[Memory]: ...
 
     async def list_history(self, user_id: str) -> list[FactChange]:

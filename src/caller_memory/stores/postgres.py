@@ -449,6 +449,9 @@ class PostgresMemoryStore:
         )
         return [unembedded_from_row(r) for r in rows]
 
+    async def prepare_caller(self, user_id: str, embedding_model: str) -> None:
+        return None  # the database holds the vectors and their index
+
     async def has_vectors(self) -> bool:
         found = await self._call(
             "checking for pgvector", "fetchval", "SELECT caller_memory.memory_has_vectors()"

@@ -546,6 +546,10 @@ class SQLiteMemoryStore:
     async def has_vectors(self) -> bool:
         return True  # an exact scan of the caller's vectors, in this process
 
+    async def prepare_caller(self, user_id: str, embedding_model: str) -> None:
+        # read the caller's vectors into memory now, not in their first turn's recall
+        await self._run_read(lambda conn: self._vectors.prepare(conn, user_id, embedding_model))
+
     async def list_memories(self, user_id: str) -> list[Memory]:
         def op(conn: sqlite3.Connection) -> list[Memory]:
             rows = conn.execute(

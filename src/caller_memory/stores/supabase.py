@@ -591,6 +591,9 @@ class SupabaseMemoryStore:
         except (KeyError, TypeError) as exc:
             raise _shape_error(fn, f"a malformed row ({exc!r})") from None
 
+    async def prepare_caller(self, user_id: str, embedding_model: str) -> None:
+        return None  # the database holds the vectors and their index
+
     async def has_vectors(self) -> bool:
         fn = "memory_has_vectors"
         return _scalar(fn, await self._rpc(fn, {}), bool)

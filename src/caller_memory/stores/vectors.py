@@ -134,6 +134,10 @@ class VectorCache:
         found.sort(key=lambda c: -(c.dense or 0.0))
         return found
 
+    def prepare(self, conn: sqlite3.Connection, user_id: str, model: str) -> None:
+        """Read the caller's vectors now (a session starting), so their first search does not."""
+        self._entry(conn, user_id, model)
+
     def _entry(self, conn: sqlite3.Connection, user_id: str, model: str) -> _CallerVectors | None:
         key = (user_id, model)
         with self._lock:

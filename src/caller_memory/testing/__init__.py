@@ -321,6 +321,9 @@ class FakeStoreOutage:
     async def has_vectors(self) -> bool:
         return await self.inner.has_vectors()
 
+    async def prepare_caller(self, user_id: str, embedding_model: str) -> None:
+        await self.inner.prepare_caller(user_id, embedding_model)
+
     async def list_memories(self, user_id: str) -> list[Memory]:
         self._check("list_memories")
         return await self.inner.list_memories(user_id)

@@ -150,10 +150,10 @@ class CallerMemory:
             spool=self.spool,
             outage=self.outage,
             queue_max=self.settings.capture_queue_max,
-            fact_extractor=(extractor := self._fact_extractor(session)),
+            fact_extractor=self._fact_extractor(session),
             extract_every=self.settings.llm_extractor_every,
-            # a batch waits for the agent's reply to the message that made it due
-            replies=ReplyWatch(session) if extractor is not None else None,
+            # writes and LLM batches wait for the agent's reply to what made them
+            replies=ReplyWatch(session),
         )
         caller = CallerSession(
             memory=self,

@@ -2,9 +2,10 @@
 
 Sessions are started as the worker's entrypoint starts them (`memory.attach`, then
 `session.start` with the worker's `Companion`), each in a task of its own. Only the LLM, the
-STT and the microphone are fakes; turns that need recall are spoken (audio -> STT ->
-`on_user_turn_completed` -> reply), because recall happens in that hook. What is asserted is
-what the LLM was sent: every chat context the scripted LLM received.
+STT and the microphone are fakes; most turns that need recall are spoken (audio -> STT ->
+final transcript, where recall starts -> the reply's `llm_node`, where its memories join the
+request). What is asserted is what the LLM was sent: every chat context the scripted LLM
+received.
 """
 
 from __future__ import annotations

@@ -72,6 +72,11 @@ from caller_memory.types import MemoryDetails, MemoryKind, Statement, WriteOutco
 logger = logging.getLogger("caller_memory.capture")
 
 SEEN_IDS_LIMIT = 512
+# With the session's replies to watch, a message's memories are written once the agent has
+# answered it (or after this long): embedding and storing them then never compete with the
+# reply's first audio for the CPU. What arrives while the writer is busy is written right
+# after, without waiting again; a closing session waits for nothing.
+REPLY_WAIT_S = 5.0
 CAPTURE_QUEUE_MAX_ENV = "MEMORY_CAPTURE_QUEUE_MAX"
 
 ErasureListener = Callable[[], Awaitable[None] | None]
@@ -82,6 +87,7 @@ class _Captured:
     memory: CapturedMemory
     captured_at: float
     details: MemoryDetails = field(default_factory=MemoryDetails)
+    replies_before: int | None = None  # the agent's replies counted when it was said
 
 
 class CaptureWriter:
@@ -118,6 +124,8 @@ class CaptureWriter:
         self._worker: asyncio.Task[None] | None = None
         self._busy = False
         self._closed = False
+        self._closing = asyncio.Event()  # set with `_closed`: stop waiting for replies
+        self._replies = replies
         self._forgotten = False
         self._queue_full = False  # in a burst of dropped captures
         self._burst_dropped = 0
@@ -226,6 +234,7 @@ class CaptureWriter:
             return
         self._forgotten = True
         self._closed = True
+        self._closing.set()
         self._drop_queue()
         if self.facts is not None:
             self.facts.stop()
@@ -283,6 +292,7 @@ class CaptureWriter:
                 m,
                 now,
                 replace(details, states=states) if m.kind == MemoryKind.UTTERANCE else details,
+                self._replies.count if self._replies is not None else None,
             )
             for m in memories
         ]
@@ -356,16 +366,34 @@ class CaptureWriter:
 
     async def _drain(self) -> None:
         while True:
+            idle = self._queue.empty()
             item = await self._queue.get()
+            self._busy = True  # from here on `flush` waits for this item
             metrics.capture_dequeued()
-            self._busy = True
             try:
+                if idle:
+                    await self._after_reply(item.replies_before)
                 await self._write(item.memory, item.captured_at, item.details)
             except Exception:
                 logger.exception("unexpected error while storing a captured memory")
             finally:
                 self._busy = False
                 self._queue.task_done()
+
+    async def _after_reply(self, replies_before: int | None) -> None:
+        """Return once the agent answered the message (more than `replies_before` replies),
+        after `REPLY_WAIT_S`, or at once when the session is closing or nothing is watched."""
+        if self._replies is None or replies_before is None or self._closed:
+            return
+        answered = asyncio.ensure_future(self._replies.beyond(replies_before))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait(
+                {answered, closing}, timeout=REPLY_WAIT_S, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            answered.cancel()
+            closing.cancel()
 
     def _record(
         self, memory: CapturedMemory, captured_at: float, details: MemoryDetails | None = None
@@ -440,6 +468,7 @@ class CaptureWriter:
         queued or spooled for them, delete their profile and every memory (recording the
         erasure, so no writer brings any of it back), and tell the erasure listeners."""
         self._closed = True
+        self._closing.set()
         self._forgotten = True
         self._drop_queue()
         if self.facts is not None:
@@ -469,6 +498,7 @@ class CaptureWriter:
         dropped (the queue was full).
         """
         self._closed = True
+        self._closing.set()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         flushed = await self.flush(timeout)

@@ -60,6 +60,16 @@ def merge_candidates(*found: Iterable[Candidate]) -> list[Candidate]:
     return list(merged.values())
 
 
+def _ids_and_matrix(
+    rows: Sequence[sqlite3.Row | tuple[int, bytes]],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """(id, embedding BLOB) rows as an id array and a matrix of their vectors."""
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    blob = b"".join(r[1] for r in rows)
+    matrix = np.frombuffer(blob, dtype="<f4").reshape(len(rows), DIMENSIONS)
+    return ids, matrix.astype(np.float32)
+
+
 @dataclass
 class _CallerVectors:
     ids: npt.NDArray[np.int64]
@@ -182,15 +192,12 @@ class VectorCache:
         ).fetchall()
         if not rows and into is not None:
             return into
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(
-            len(rows), DIMENSIONS
-        )
+        ids, matrix = _ids_and_matrix(rows)
         if into is None:
-            return _CallerVectors(ids, matrix.astype(np.float32), int(ids.max(initial=0)))
+            return _CallerVectors(ids, matrix, int(ids.max(initial=0)))
         return _CallerVectors(
             np.concatenate([into.ids, ids]),
-            np.vstack([into.matrix, matrix.astype(np.float32)]),
+            np.vstack([into.matrix, matrix]),
             int(ids.max(initial=into.max_id)),
             into.loaded_at,
         )
@@ -215,13 +222,10 @@ class VectorCache:
             "AND embedding IS NOT NULL AND embedding_model = ? AND superseded_at IS NULL",
             (*known, user_id, model),
         ).fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(
-            len(rows), DIMENSIONS
-        )
+        ids, matrix = _ids_and_matrix(rows)
         return _CallerVectors(
             np.concatenate([entry.ids[keep], ids]),
-            np.vstack([entry.matrix[keep], matrix.astype(np.float32)]),
+            np.vstack([entry.matrix[keep], matrix]),
             entry.max_id,
             entry.loaded_at,
         )

@@ -50,6 +50,7 @@ async def recall(
     exclude: Iterable[str] = (),
     limit: int = RECALL_LIMIT,
     trace_context: otel_context.Context | None = None,
+    backend: str | None = None,
 ) -> list[Memory]:
     """The caller's memories relevant to `message`, within `budget_s` seconds; [] on a miss
     (the budget ran out, or the store failed: reported to `outage`).
@@ -57,17 +58,16 @@ async def recall(
     `exclude` holds texts already in the conversation: a memory that only repeats one of them
     adds nothing, and leaving the context untouched keeps a preemptive generation valid.
     `trace_context`: the trace context the recall was asked for in (its span nests there;
-    default: the current one).
+    default: the current one); `backend`: the store's name, for the span.
     """
     budget = budget_s
     started = time.perf_counter()
-    store = getattr(manager, "store_backend", None)
     with memory_span(
         "recall",
         context=trace_context,
         budget_ms=round(budget * 1000),
         limit=limit,
-        backend=getattr(store, "name", None),
+        backend=backend,
     ) as span:
         outcome: metrics.RecallOutcome
         try:

@@ -219,6 +219,7 @@ class CallerSession:
             budget_s=budget,
             outage=self.memory.outage,
             trace_context=trace_context,
+            backend=self.memory.store.name,
         )
         if not self._watch_erasure:
             return await search

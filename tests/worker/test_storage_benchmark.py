@@ -57,17 +57,24 @@ def _local(e5_model_dir: Path) -> list[str]:
 
 def _table(out: str) -> tuple[list[str], dict[tuple[str, str], list[str]], list[str]]:
     """The main table's header cells, its rows keyed by (operation, tasks), and the
-    operation column in the order printed."""
+    operation column in the order printed. A part's row ("↳ ...") is keyed by
+    ("<its operation> <the part>", tasks): two operations' parts share a label."""
     lines = [line for line in out.splitlines() if line.startswith("| N (caller) | Operation")]
     assert len(lines) == 1, out
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     rows: dict[tuple[str, str], list[str]] = {}
     order: list[str] = []
+    operation = ""
     for line in out.splitlines():
         if line.startswith(f"| {SIZE} | "):
             cells = [cell.strip() for cell in line.strip("|").split("|")]
             if len(cells) == len(header):
-                rows[(cells[1], cells[2])] = cells[3:]
+                label = cells[1]
+                if label.startswith("↳"):
+                    label = f"{operation} {label}"
+                else:
+                    operation = label
+                rows[(label, cells[2])] = cells[3:]
                 order.append(cells[1])
     return header, rows, order
 
@@ -220,7 +227,7 @@ def test_sqlite_table_by_meaning_prints_the_split_rows(
             assert all(NUMBER.match(v) for v in (p50, p99, mean, rate)), rows[(label, tasks)]
             assert float(p50) <= float(p99)
             for part in parts:
-                part_p50, part_p99, part_mean, part_rate = rows[(part, tasks)]
+                part_p50, part_p99, part_mean, part_rate = rows[(f"{label} {part}", tasks)]
                 assert part_rate == "-"
                 assert float(part_p50) <= float(part_p99)
                 assert float(part_p50) <= float(p50) and float(part_p99) <= float(p99)

@@ -58,7 +58,7 @@ from caller_memory.stores.rows import (
     unembedded_from_row,
     user_uuid,
 )
-from caller_memory.stores.vectors import merge_candidates, vector_literal
+from caller_memory.stores.vectors import gather_candidates, vector_literal
 from caller_memory.text import cjk_pairs
 from caller_memory.types import (
     Candidate,
@@ -409,13 +409,12 @@ class PostgresMemoryStore:
         embedding_model: str | None = None,
     ) -> list[Candidate]:
         wanted = limit * CANDIDATES_PER_RESULT
-        if embedding is None or embedding_model is None:
-            return await self._lexical(user_id, query, wanted) if query.strip() else []
-        lexical, dense = await asyncio.gather(
-            self._lexical(user_id, query, wanted) if query.strip() else _nothing(),
-            self._dense(user_id, embedding, embedding_model, wanted),
+        return await gather_candidates(
+            self._lexical(user_id, query, wanted) if query.strip() else None,
+            None
+            if embedding is None or embedding_model is None
+            else self._dense(user_id, embedding, embedding_model, wanted),
         )
-        return merge_candidates(lexical, dense)
 
     async def set_embedding(
         self,
@@ -538,7 +537,3 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
 
 def _terminate_pool(pool: asyncpg.Pool) -> None:
     pool.terminate()
-
-
-async def _nothing() -> list[Candidate]:
-    return []

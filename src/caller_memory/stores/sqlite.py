@@ -37,9 +37,10 @@ from caller_memory.stores.rows import (
     unembedded_from_row,
 )
 from caller_memory.stores.vectors import (
+    CANDIDATE_COLUMNS,
     VectorCache,
     encode_vector,
-    merge_candidates,
+    gather_candidates,
 )
 from caller_memory.text import cjk_pairs, words
 from caller_memory.types import (
@@ -463,11 +464,12 @@ class SQLiteMemoryStore:
 
     async def _lexical(self, user_id: str, query: str, limit: int) -> list[Candidate]:
         match = fts_match_expression(user_id, query)
+        columns = ", ".join(f"m.{c}" for c in CANDIDATE_COLUMNS)
 
         def op(conn: sqlite3.Connection) -> list[Candidate]:
             if match is None:
                 rows = conn.execute(
-                    "SELECT m.* FROM memories m JOIN memory_categories c USING (category) "
+                    f"SELECT {columns} FROM memories m JOIN memory_categories c USING (category) "
                     "WHERE m.user_id = ? AND m.superseded_at IS NULL "
                     "ORDER BY m.kind = 'utterance', c.priority, "
                     "m.updated_at DESC LIMIT ?",
@@ -477,7 +479,7 @@ class SQLiteMemoryStore:
             # FTS5's `ORDER BY rank LIMIT` keeps only the best candidates while it scans; a few
             # more than asked for leave room for superseded rows and the tie-breakers.
             rows = conn.execute(
-                "SELECT m.*, -hits.rank AS score FROM ("
+                f"SELECT {columns}, -hits.rank AS score FROM ("
                 "  SELECT rowid, rank FROM memory_text_index"
                 "  WHERE memory_text_index MATCH ? ORDER BY rank LIMIT ?"
                 ") AS hits JOIN memories m ON m.id = hits.rowid "
@@ -500,13 +502,15 @@ class SQLiteMemoryStore:
         embedding_model: str | None = None,
     ) -> list[Candidate]:
         wanted = limit * CANDIDATES_PER_RESULT
-        lexical = await self._lexical(user_id, query, wanted) if query.strip() else []
-        if embedding is None or embedding_model is None:
-            return lexical
-        dense = await self._run_read(
-            lambda conn: self._vectors.nearest(conn, user_id, embedding_model, embedding, wanted)
+        model = embedding_model
+        return await gather_candidates(
+            self._lexical(user_id, query, wanted) if query.strip() else None,
+            None
+            if embedding is None or model is None
+            else self._run_read(
+                lambda conn: self._vectors.nearest(conn, user_id, model, embedding, wanted)
+            ),
         )
-        return merge_candidates(lexical, dense)
 
     async def set_embedding(
         self,

@@ -71,7 +71,7 @@ from caller_memory.stores.rows import (
     user_uuid,
 )
 from caller_memory.stores.supabase_url import URL_ENV, check_supabase_url, key_role
-from caller_memory.stores.vectors import merge_candidates, vector_literal
+from caller_memory.stores.vectors import gather_candidates, vector_literal
 from caller_memory.text import cjk_pairs
 from caller_memory.types import (
     Candidate,
@@ -550,18 +550,24 @@ class SupabaseMemoryStore:
         embedding_model: str | None = None,
     ) -> list[Candidate]:
         wanted = limit * CANDIDATES_PER_RESULT
-        lexical = await self._lexical(user_id, query, wanted) if query.strip() else []
-        if embedding is None or embedding_model is None:
-            return lexical
+        return await gather_candidates(
+            self._lexical(user_id, query, wanted) if query.strip() else None,
+            None
+            if embedding is None or embedding_model is None
+            else self._dense(user_id, embedding, embedding_model, wanted),
+        )
+
+    async def _dense(
+        self, user_id: str, embedding: Sequence[float], model: str, limit: int
+    ) -> list[Candidate]:
         params = {
             "p_user_id": str(user_uuid(user_id)),
             "p_embedding": vector_literal(embedding),
-            "p_model": embedding_model,
-            "p_limit": wanted,
+            "p_model": model,
+            "p_limit": limit,
         }
         fn = "memory_dense_search"
-        dense = [_candidate(row, fn, dense=True) for row in _rows(fn, await self._rpc(fn, params))]
-        return merge_candidates(lexical, dense)
+        return [_candidate(row, fn, dense=True) for row in _rows(fn, await self._rpc(fn, params))]
 
     async def set_embedding(
         self,

@@ -1,0 +1,184 @@
+"""The SQLite store's vectors held in memory (`caller_memory.stores.vectors.VectorCache`)
+always answer as an exact scan of the file would.
+
+The cache adds a write's row to its buffer instead of copying every vector, marks a rewritten
+row as replaced instead of overwriting it, and compacts when most rows are replaced ones. After
+any sequence of writes, rewrites, changed values and deletions, search by meaning must return
+exactly the nearest current vectors read straight from the file, with their cosines; and a
+search already holding the cache's previous state must see that state unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from caller_memory.stores import vectors
+from caller_memory.stores.base import CANDIDATES_PER_RESULT
+from caller_memory.stores.sqlite import SQLiteMemoryStore
+from caller_memory.types import MemoryDetails, MemoryKind
+
+MODEL = "test-model"
+LIMIT = 4
+T0 = 1_767_603_600.0
+
+# add a memory with a vector / give memory i a new vector / change its value (the vector
+# goes until it is embedded again) / delete it / search by meaning
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(0, 2**31)),
+        st.tuples(st.just("revector"), st.integers(0, 50), st.integers(0, 2**31)),
+        st.tuples(st.just("revalue"), st.integers(0, 50), st.integers(0, 2**31)),
+        st.tuples(st.just("delete"), st.integers(0, 50), st.integers(0, 2**31)),
+        st.tuples(st.just("search"), st.integers(0, 2**31)),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def unit(seed: int) -> tuple[float, ...]:
+    v = np.random.default_rng(seed).standard_normal(vectors.DIMENSIONS).astype(np.float32)
+    return tuple(float(x) for x in v / np.linalg.norm(v))
+
+
+def exact_scores(path: str, user: str, query: tuple[float, ...]) -> dict[str, float]:
+    """The cosine with `query` of every current memory of `user`, read from the file."""
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT key, embedding FROM memories WHERE user_id = ? AND embedding_model = ? "
+            "AND embedding IS NOT NULL AND superseded_at IS NULL",
+            (user, MODEL),
+        ).fetchall()
+    q = np.asarray(query, dtype=np.float32)
+    return {key: float(np.frombuffer(blob, dtype="<f4") @ q) for key, blob in rows}
+
+
+async def nearest(store: SQLiteMemoryStore, user: str, query: tuple[float, ...]) -> list:
+    candidates = await store.search_candidates(
+        user, "", LIMIT, embedding=query, embedding_model=MODEL
+    )
+    return sorted(
+        ((c.memory.key, c.dense) for c in candidates if c.dense is not None),
+        key=lambda item: -item[1],
+    )
+
+
+async def write(store: SQLiteMemoryStore, user: str, key: str, value: str, seed: int) -> None:
+    await store.upsert_memory(
+        user,
+        "INTEREST",
+        key,
+        value,
+        kind=MemoryKind.UTTERANCE,
+        captured_at=T0,
+        session_started_at=T0,
+        details=MemoryDetails(embedding=unit(seed), embedding_model=MODEL),
+    )
+
+
+async def check(store: SQLiteMemoryStore, user: str, query: tuple[float, ...]) -> None:
+    """The search finds the nearest current memories (as many as the store gathers for a
+    search of `LIMIT`), each with its own cosine (two memories with one vector may come in
+    either order)."""
+    found = await nearest(store, user, query)
+    exact = exact_scores(str(store.path), user, query)
+    best = sorted(exact.values(), reverse=True)[: LIMIT * CANDIDATES_PER_RESULT]
+    assert [score for _, score in found] == pytest.approx(best, abs=1e-5)
+    for key, score in found:
+        assert score == pytest.approx(exact[key], abs=1e-5)
+
+
+@pytest.mark.parametrize("capacity", [1, 256])
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(operations=OPERATIONS)
+async def test_search_by_meaning_equals_an_exact_scan_of_the_file(
+    sqlite_store: SQLiteMemoryStore,
+    monkeypatch: pytest.MonkeyPatch,
+    capacity: int,
+    operations: list[tuple],
+) -> None:
+    # capacity 1: every write outgrows the buffer; 256: writes land in the room left
+    monkeypatch.setattr(vectors, "MIN_CAPACITY", capacity)
+    user = str(uuid.uuid4())  # the store is shared by the examples: a caller of its own
+    keys: list[str] = []
+    for n, operation in enumerate(operations):
+        kind, *args = operation
+        if kind == "add":
+            key = f"utterance_{n}"
+            await write(sqlite_store, user, key, f"said {n}", args[0])
+            keys.append(key)
+        elif kind == "search":
+            await check(sqlite_store, user, unit(args[0]))
+        elif keys:
+            key = keys[args[0] % len(keys)]
+            if kind == "revector":
+                value = await sqlite_store.get_memory(user, "INTEREST", key)
+                assert value is not None
+                await sqlite_store.set_embedding(user, "INTEREST", key, value, unit(args[1]), MODEL)
+            elif kind == "revalue":
+                await sqlite_store.upsert_memory(
+                    user,
+                    "INTEREST",
+                    key,
+                    f"now {args[1]}",
+                    kind=MemoryKind.UTTERANCE,
+                    captured_at=T0 + n,
+                    session_started_at=T0,
+                )
+            else:
+                await sqlite_store.delete_memory(user, "INTEREST", key)
+                keys.remove(key)
+    await check(sqlite_store, user, unit(0))
+
+
+async def test_a_search_holding_the_previous_vectors_sees_them_unchanged(
+    sqlite_store: SQLiteMemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vectors, "MIN_CAPACITY", 8)  # room for the writes below
+    user = str(uuid.uuid4())
+    for n in range(4):
+        await write(sqlite_store, user, f"utterance_{n}", f"said {n}", n)
+    cache = vectors.VectorCache()
+    query = np.asarray(unit(99), dtype=np.float32)
+    with sqlite3.connect(sqlite_store.path) as conn:
+        before = cache._entry(conn, user, MODEL)  # what a search in progress holds
+        assert before is not None
+        scores = before.scores(query).copy()
+        # a new memory lands in the same buffer, right after the rows `before` uses, and a
+        # rewritten one is marked replaced in a new entry
+        await write(sqlite_store, user, "utterance_new", "said later", 50)
+        await sqlite_store.set_embedding(user, "INTEREST", "utterance_1", "said 1", unit(7), MODEL)
+        cache.changed(user, before.ids[1].item())
+        after = cache._entry(conn, user, MODEL)
+    assert after is not None and after.matrix is before.matrix  # no copy of the vectors
+    assert (after.size, after.live) == (6, 5)
+    np.testing.assert_array_equal(before.scores(query), scores)
+    assert before.size == 4 and not before.replaced.any()
+
+
+async def test_searches_during_writes_of_many_callers_end_exact(
+    sqlite_store: SQLiteMemoryStore,
+) -> None:
+    """Writes and searches of 8 callers interleaved on the store's threads; then every
+    caller's search equals the exact scan."""
+    users = [str(uuid.uuid4()) for _ in range(8)]
+
+    async def caller(i: int, user: str) -> None:
+        for n in range(30):
+            await write(sqlite_store, user, f"utterance_{n % 12}", f"said {n}", 1000 * i + n)
+            await nearest(sqlite_store, user, unit(n))
+
+    await asyncio.gather(*(caller(i, user) for i, user in enumerate(users)))
+    for user in users:
+        await check(sqlite_store, user, unit(5))

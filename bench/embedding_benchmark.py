@@ -12,7 +12,7 @@ embedder's thread, tokenizing with the `query: ` prefix, the ONNX Runtime run, p
 normalisation, and the hop back. For each combination of:
 
 - query length: `short` (spoken questions of 5-12 tokens: "What scares me?", "¿En qué
-  trabajo?", Urdu and Hindi ones) and `long` (rambling questions over the 48-token cap, so
+  trabajo?", Urdu and Hindi ones) and `long` (rambling questions over the 28-token cap, so
   every one runs at the cap: the worst case);
 - `--threads`: the session's intra-op threads (`MEMORY_EMBEDDING_THREADS`), 1 and 2;
 - `--vad`: what else runs in the process: `none`; `realtime`, one Silero VAD (the one
@@ -188,7 +188,7 @@ def render(argv: Sequence[str], model_dir: Path, cells: list[Cell], seconds: flo
     lines += [
         "",
         "short: 5 spoken questions of 5-12 tokens (English, Spanish, Urdu, Hindi); long: 4 "
-        "rambling questions cut at the 48-token cap. realtime: one VAD fed a 32 ms window every "
+        "rambling questions cut at the 28-token cap. realtime: one VAD fed a 32 ms window every "
         "32 ms; busy: windows back to back. Percentiles are nearest-rank.",
         "",
         *report_tail(

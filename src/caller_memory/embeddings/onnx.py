@@ -7,9 +7,9 @@ inputs `input_ids`, `attention_mask` and optionally `token_type_ids`, output
 writes all three; see `caller_memory.embeddings.download`).
 
 How a text becomes a vector, as e5 was trained: the prefix `query: ` (what the caller asks)
-or `passage: ` (what is stored), tokens capped (48 for a query: a spoken question is short
-and its latency counts; 256 for a document), the encoder, the mean of the token vectors over
-the attention mask, L2 normalisation.
+or `passage: ` (what is stored), tokens capped (a query keeps its last 28: a caller who
+rambles asks last, and its latency counts; a document keeps its first 256), the encoder,
+the mean of the token vectors over the attention mask, L2 normalisation.
 
 Why it is run this way: the voice pipeline's Silero VAD runs on ONNX Runtime in the same
 process, every 32 ms. An ONNX Runtime session with its defaults (an intra-op thread per core,
@@ -74,7 +74,7 @@ DEFAULT_MODEL_NAME = "multilingual-e5-small"
 
 QUERY_PREFIX = "query: "
 DOCUMENT_PREFIX = "passage: "
-QUERY_MAX_TOKENS = 48  # with the prefix and the special tokens
+QUERY_MAX_TOKENS = 28  # with the prefix and the special tokens
 DOCUMENT_MAX_TOKENS = 256
 # Documents per model run, sorted by length to pad little (8 or more is no faster on 2 cores).
 # int8 activations are quantized per run, so a text's vector depends a little on the texts it
@@ -224,7 +224,7 @@ class OnnxEmbedder:
         model = self._loaded()
         prefix = QUERY_PREFIX if kind == "query" else DOCUMENT_PREFIX
         cap = self.max_tokens[kind]
-        encodings = [self._encode(model, prefix + text, cap) for text in texts]
+        encodings = [self._encode(model, prefix, text, cap, kind) for text in texts]
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         vectors: list[Vector | None] = [None] * len(encodings)
         for start in range(0, len(order), DOCUMENT_BATCH):
@@ -234,12 +234,26 @@ class OnnxEmbedder:
                 vectors[i] = vector
         return [v for v in vectors if v is not None]
 
-    def _encode(self, model: _LoadedModel, text: str, cap: int) -> Encoding:
-        text = text[: cap * _CHARACTERS_PER_TOKEN_CAP]
+    def _encode(
+        self, model: _LoadedModel, prefix: str, text: str, cap: int, kind: Kind
+    ) -> Encoding:
+        """`prefix` + `text` as the model's tokens, at most `cap` of them. A document keeps its
+        beginning; a query keeps its end: a caller who rambles asks their question last
+        ("...anyway, what was the name of my sister's dog?")."""
         # Truncated per call rather than by the tokenizer's own setting, which is shared state:
         # queries and documents have different caps and run in different threads at once.
-        encoding = model.tokenizer.encode(text, add_special_tokens=False)
-        encoding.truncate(max(cap - model.special_tokens, 1))
+        room = max(cap - model.special_tokens, 1)
+        longest = cap * _CHARACTERS_PER_TOKEN_CAP
+        if kind == "document":
+            encoding = model.tokenizer.encode(prefix + text[:longest], add_special_tokens=False)
+            encoding.truncate(room)
+        else:
+            from tokenizers import Encoding  # loaded with the model (an optional extra)
+
+            head = model.tokenizer.encode(prefix.rstrip(), add_special_tokens=False)
+            tail = model.tokenizer.encode(text[-longest:], add_special_tokens=False)
+            tail.truncate(max(room - len(head.ids), 1), direction="left")
+            encoding = Encoding.merge([head, tail], growing_offsets=True)
         return model.tokenizer.post_process(encoding)
 
     def _run(self, model: _LoadedModel, encodings: Sequence[Encoding]) -> NDArray[np.float32]:
@@ -333,7 +347,7 @@ class OnnxEmbedder:
             special_tokens=tokenizer.num_special_tokens_to_add(False),
         )
         try:
-            shape = self._run(model, [self._encode(model, QUERY_PREFIX + "hello", 8)]).shape
+            shape = self._run(model, [self._encode(model, QUERY_PREFIX, "hello", 8, "query")]).shape
         except (EmbeddingUnavailableError, ValueError) as exc:  # wrong output rank, shapes
             raise EmbeddingSetupError(
                 f"{model_path} could not embed a test sentence ({exc}): it is not a text "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import uuid
 
 import numpy as np
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from caller_memory.stores import vectors
 from caller_memory.stores.base import CANDIDATES_PER_RESULT
 from caller_memory.stores.sqlite import SQLiteMemoryStore
-from caller_memory.types import MemoryDetails, MemoryKind
+from caller_memory.types import MemoryDetails, MemoryKind, Statement
 
 MODEL = "test-model"
 LIMIT = 4
@@ -182,3 +183,74 @@ async def test_searches_during_writes_of_many_callers_end_exact(
     await asyncio.gather(*(caller(i, user) for i, user in enumerate(users)))
     for user in users:
         await check(sqlite_store, user, unit(5))
+
+
+async def test_words_and_meaning_are_looked_up_at_the_same_time(
+    sqlite_store: SQLiteMemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text search waits (up to 5 s) for the scan by meaning to be running: one after the
+    other, it would wait in vain."""
+    user = str(uuid.uuid4())
+    await write(sqlite_store, user, "utterance_1", "my sister lives in Lisbon", 1)
+    scanning = threading.Event()
+    nearest_by_meaning = vectors.VectorCache.nearest
+
+    def scan(self: vectors.VectorCache, *args: object, **kwargs: object) -> list:
+        scanning.set()
+        return nearest_by_meaning(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    by_words = sqlite_store._lexical
+    overlapped: list[bool] = []
+
+    async def lexical(*args: object) -> list:
+        overlapped.append(await asyncio.to_thread(scanning.wait, 5.0))
+        return await by_words(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(vectors.VectorCache, "nearest", scan)
+    monkeypatch.setattr(sqlite_store, "_lexical", lexical)
+    found = await sqlite_store.search_candidates(
+        user, "sister", LIMIT, embedding=unit(1), embedding_model=MODEL
+    )
+    assert overlapped == [True]
+    [candidate] = found
+    assert candidate.lexical is not None and candidate.dense is not None
+
+
+async def test_words_superseded_since_they_were_cached_are_skipped_then_dropped(
+    sqlite_store: SQLiteMemoryStore,
+) -> None:
+    """A fact that changes marks the utterances that stated it superseded without rewriting
+    them, so the cache still holds their vectors: a search skips them and still returns as
+    many as it asks for, and the next one no longer holds them."""
+    user = str(uuid.uuid4())
+    blue = Statement("PREFERENCE", "favorite_color", "blue")
+    await sqlite_store.upsert_memory(
+        user,
+        "INTEREST",
+        "utterance_0",
+        "my favourite colour is blue",
+        kind=MemoryKind.UTTERANCE,
+        captured_at=T0,
+        session_started_at=T0,
+        details=MemoryDetails(embedding=unit(1), embedding_model=MODEL, states=(blue,)),
+    )
+    for n in range(1, 5):
+        await write(sqlite_store, user, f"utterance_{n}", f"said {n}", 10 + n)
+    for value, at in (("blue", T0), ("green", T0 + 10)):
+        await sqlite_store.upsert_memory(
+            user, "PREFERENCE", "favorite_color", value, kind=MemoryKind.FACT,
+            captured_at=at, session_started_at=T0,
+        )  # fmt: skip
+        if value == "blue":  # cached while it was true: the nearest to the question
+            first = await sqlite_store.search_candidates(
+                user, "", 1, embedding=unit(1), embedding_model=MODEL
+            )
+            assert first[0].memory.key == "utterance_0"
+    wanted = 1 * CANDIDATES_PER_RESULT  # 4 of the 4 utterances still true
+    for _ in range(2):
+        found = await sqlite_store.search_candidates(
+            user, "", 1, embedding=unit(1), embedding_model=MODEL
+        )
+        assert sorted(c.memory.key for c in found) == [f"utterance_{n}" for n in range(1, 5)]
+        assert len(found) == wanted
+    assert sqlite_store._vectors._entries[(user, MODEL)].live == 4

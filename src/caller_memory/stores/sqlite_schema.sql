@@ -76,6 +76,10 @@ CREATE INDEX IF NOT EXISTS memories_user_utterances
     ON memories (user_id, captured_at DESC, id DESC) WHERE kind = 'utterance';
 CREATE INDEX IF NOT EXISTS memories_user_embedded
     ON memories (user_id, id) WHERE embedding IS NOT NULL;
+-- Utterances by key (the facts they state name them by key, not by category): without it, a
+-- fact that changes makes SQLite walk every memory of the caller to mark the old words
+-- superseded (120 ms at 100,000 memories, holding the write lock).
+CREATE INDEX IF NOT EXISTS memories_user_key ON memories (user_id, key);
 CREATE INDEX IF NOT EXISTS memory_history_user ON memory_history (user_id, category, key);
 CREATE INDEX IF NOT EXISTS memory_statements_fact ON memory_statements (user_id, category, key);
 

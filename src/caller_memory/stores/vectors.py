@@ -29,6 +29,8 @@ DIMENSIONS = 384
 REFRESH_S = 30.0
 # At most this many vectors are held in memory, all callers together (~1.5 KB each).
 MAX_CACHED_VECTORS = 250_000
+# Nearest vectors read beyond those asked for, in case some rows changed since they were cached.
+STALE_HEADROOM = 8
 # A caller's buffer starts with room for this many vectors and doubles when full.
 MIN_CAPACITY = 256
 # Rows looked up by id are still checked to be the caller's, but with the unary `+` SQLite
@@ -220,9 +222,11 @@ class VectorCache:
         if entry is None or entry.live == 0:
             return []
         scores = entry.scores(np.asarray(query, dtype=np.float32))
-        # as many as asked for, as Postgres returns: the cache holds only current memories
-        # of this model, so none of them is filtered out below
-        k = min(limit, entry.live)
+        # As many as asked for, as Postgres returns. A few more are read in case some were
+        # superseded or deleted since they were cached (a fact that changed marks its old
+        # words; the utterance cap drops the oldest): those are not returned, and the next
+        # search reads them again, which drops them.
+        k = min(limit + STALE_HEADROOM, entry.live)
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top])]
         wanted = {int(entry.ids[i]): float(scores[i]) for i in top}
@@ -233,6 +237,9 @@ class VectorCache:
             "AND superseded_at IS NULL AND embedding_model = ?",
             (*wanted, user_id, model),
         ).fetchall()
+        stale = set(wanted) - {r["id"] for r in rows}
+        for row_id in stale:
+            self.changed(user_id, row_id)
         found = [
             Candidate(
                 memory=memory_from_row(r, score=wanted[r["id"]]),
@@ -243,7 +250,7 @@ class VectorCache:
             for r in rows
         ]
         found.sort(key=lambda c: -(c.dense or 0.0))
-        return found
+        return found[:limit]
 
     def prepare(self, conn: sqlite3.Connection, user_id: str, model: str) -> None:
         """Read the caller's vectors now (a session starting), so their first search does not."""

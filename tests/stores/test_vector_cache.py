@@ -109,7 +109,7 @@ async def test_search_by_meaning_equals_an_exact_scan_of_the_file(
     capacity: int,
     operations: list[tuple],
 ) -> None:
-    # capacity 1: every write outgrows the buffer; 256: writes land in the room left
+    # room for 1 more: the buffer grows often; for 256 more: writes land in the room left
     monkeypatch.setattr(vectors, "MIN_CAPACITY", capacity)
     user = str(uuid.uuid4())  # the store is shared by the examples: a caller of its own
     keys: list[str] = []

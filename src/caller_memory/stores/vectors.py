@@ -31,8 +31,9 @@ REFRESH_S = 30.0
 MAX_CACHED_VECTORS = 250_000
 # Nearest vectors read beyond those asked for, in case some rows changed since they were cached.
 STALE_HEADROOM = 8
-# A caller's buffer starts with room for this many vectors and doubles when full.
-MIN_CAPACITY = 256
+# A caller's buffer has room for an eighth more vectors than it was read with (at least this
+# many: 24 KB) and doubles when full; hundreds of callers in one process each hold one.
+MIN_CAPACITY = 16
 # Rows looked up by id are still checked to be the caller's, but with the unary `+` SQLite
 # does not use an index on user_id for it: the planner otherwise walks all the caller's rows in
 # that index to find a few dozen ids (1.2 ms instead of 0.1 ms for 40 rows of a caller with
@@ -122,7 +123,8 @@ class _CallerVectors:
 
     @classmethod
     def of(cls, ids: npt.NDArray[np.int64], matrix: npt.NDArray[np.float32]) -> _CallerVectors:
-        buffer = np.empty((max(len(ids), MIN_CAPACITY), DIMENSIONS), dtype=np.float32)
+        room = len(ids) + max(len(ids) // 8, MIN_CAPACITY)
+        buffer = np.empty((room, DIMENSIONS), dtype=np.float32)
         buffer[: len(ids)] = matrix
         none = np.zeros(len(ids), dtype=np.bool_)
         return cls(ids, buffer, len(ids), none, 0, int(ids.max(initial=0)))
@@ -328,9 +330,9 @@ class VectorCache:
         return entry.with_rows(ids, matrix, replacing=known)
 
     def _evict(self) -> None:
-        total = sum(e.size for e in self._entries.values())
+        total = sum(len(e.matrix) for e in self._entries.values())  # the room counts too
         while total > self._max_vectors and len(self._entries) > 1:
             dropped_key, dropped = self._entries.popitem(last=False)
             self._changed.pop(dropped_key, None)
             self._entry_locks.pop(dropped_key, None)
-            total -= dropped.size
+            total -= len(dropped.matrix)

@@ -14,7 +14,7 @@ import stat
 import uuid
 from pathlib import Path
 
-from caller_memory.stores.sqlite import SQLiteMemoryStore
+from caller_memory.stores.sqlite import SUPERSEDE_WORDS, SQLiteMemoryStore
 from caller_memory.types import MemoryKind, WriteOutcome
 
 ALICE = str(uuid.uuid5(uuid.NAMESPACE_DNS, "alice@example.com"))
@@ -152,11 +152,8 @@ async def test_the_words_a_changed_fact_supersedes_are_found_by_index(tmp_path: 
         await store.aclose()
     with sqlite3.connect(path) as conn:
         plan = conn.execute(
-            "EXPLAIN QUERY PLAN UPDATE memories SET superseded_at = 1 WHERE user_id = ? "
-            "AND kind = 'utterance' AND superseded_at IS NULL AND key IN (SELECT utterance_key "
-            "FROM memory_statements WHERE user_id = ? AND category = ? AND key = ? "
-            "AND value <> ?)",
-            (ALICE, ALICE, "PREFERENCE", "favorite_color", "green"),
+            "EXPLAIN QUERY PLAN " + SUPERSEDE_WORDS,
+            (1.0, ALICE, ALICE, "PREFERENCE", "favorite_color", "green"),
         ).fetchall()
     details = [row[3] for row in plan]
     assert any("USING INDEX memories_user_key (user_id=? AND key=?)" in d for d in details), plan

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from caller_memory.stores.base import (
-    CANDIDATES_PER_RESULT,
     StoreStats,
     counts_store_errors,
     erasure_time,
@@ -58,7 +57,7 @@ from caller_memory.stores.rows import (
     unembedded_from_row,
     user_uuid,
 )
-from caller_memory.stores.vectors import gather_candidates, vector_literal
+from caller_memory.stores.vectors import hybrid_candidates, vector_literal
 from caller_memory.text import cjk_pairs
 from caller_memory.types import (
     Candidate,
@@ -408,12 +407,14 @@ class PostgresMemoryStore:
         embedding: Sequence[float] | None = None,
         embedding_model: str | None = None,
     ) -> list[Candidate]:
-        wanted = limit * CANDIDATES_PER_RESULT
-        return await gather_candidates(
-            self._lexical(user_id, query, wanted) if query.strip() else None,
-            None
-            if embedding is None or embedding_model is None
-            else self._dense(user_id, embedding, embedding_model, wanted),
+        return await hybrid_candidates(
+            user_id,
+            query,
+            limit,
+            embedding,
+            embedding_model,
+            lexical=self._lexical,
+            dense=self._dense,
         )
 
     async def set_embedding(

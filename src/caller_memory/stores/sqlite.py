@@ -40,7 +40,7 @@ from caller_memory.stores.vectors import (
     CANDIDATE_COLUMNS,
     VectorCache,
     encode_vector,
-    gather_candidates,
+    hybrid_candidates,
 )
 from caller_memory.text import cjk_pairs, words
 from caller_memory.types import (
@@ -96,6 +96,14 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 BUSY_TIMEOUT_MS = 5000
 MAX_QUERY_TERMS = 32
+# The caller's utterances that stated a fact, marked superseded at `?` (all of them, or those
+# that stated a value other than the one still true: `value IS NOT NULL` holds for every row).
+# Found through the index on the caller's keys (`memories_user_key`).
+SUPERSEDE_WORDS = (
+    "UPDATE memories SET superseded_at = ? WHERE user_id = ? AND kind = 'utterance' "
+    "AND superseded_at IS NULL AND key IN (SELECT utterance_key FROM memory_statements "
+    "WHERE user_id = ? AND category = ? AND key = ? AND value IS NOT ?)"
+)
 
 
 def fts_match_expression(user_id: str, query: str) -> str | None:
@@ -501,15 +509,21 @@ class SQLiteMemoryStore:
         embedding: Sequence[float] | None = None,
         embedding_model: str | None = None,
     ) -> list[Candidate]:
-        wanted = limit * CANDIDATES_PER_RESULT
-        model = embedding_model
-        return await gather_candidates(
-            self._lexical(user_id, query, wanted) if query.strip() else None,
-            None
-            if embedding is None or model is None
-            else self._run_read(
-                lambda conn: self._vectors.nearest(conn, user_id, model, embedding, wanted)
-            ),
+        return await hybrid_candidates(
+            user_id,
+            query,
+            limit,
+            embedding,
+            embedding_model,
+            lexical=self._lexical,
+            dense=self._dense,
+        )
+
+    async def _dense(
+        self, user_id: str, embedding: Sequence[float], model: str, limit: int
+    ) -> list[Candidate]:
+        return await self._run_read(
+            lambda conn: self._vectors.nearest(conn, user_id, model, embedding, limit)
         )
 
     async def set_embedding(
@@ -599,13 +613,7 @@ class SQLiteMemoryStore:
             gone = cur.fetchone()
             if gone is not None and gone["kind"] == MemoryKind.FACT:
                 # the caller's words that stated it are no longer true either
-                conn.execute(
-                    "UPDATE memories SET superseded_at = ? WHERE user_id = ? "
-                    "AND kind = 'utterance' AND superseded_at IS NULL AND key IN ("
-                    "SELECT utterance_key FROM memory_statements "
-                    "WHERE user_id = ? AND category = ? AND key = ?)",
-                    (time.time(), user_id, user_id, category, key),
-                )
+                _supersede_words(conn, user_id, category, key, time.time())
             conn.execute(
                 "DELETE FROM memory_history WHERE user_id = ? AND category = ? AND key = ?",
                 (user_id, category, key),
@@ -717,12 +725,21 @@ def _supersede(
         "VALUES (?, ?, ?, ?, ?, ?)",
         (user_id, category, key, old["value"], old["captured_at"], captured_at),
     )
-    conn.execute(
-        "UPDATE memories SET superseded_at = ? WHERE user_id = ? AND kind = 'utterance' "
-        "AND superseded_at IS NULL AND key IN (SELECT utterance_key FROM memory_statements "
-        "WHERE user_id = ? AND category = ? AND key = ? AND value <> ?)",
-        (captured_at, user_id, user_id, category, key, value),
-    )
+    _supersede_words(conn, user_id, category, key, captured_at, still_true=value)
+
+
+def _supersede_words(
+    conn: sqlite3.Connection,
+    user_id: str,
+    category: str,
+    key: str,
+    at: float,
+    *,
+    still_true: str | None = None,
+) -> None:
+    """Stop recalling the caller's words that stated `category`/`key` (with `still_true`,
+    those that stated another value)."""
+    conn.execute(SUPERSEDE_WORDS, (at, user_id, user_id, category, key, still_true))
 
 
 def _create_private_file(path: Path) -> None:

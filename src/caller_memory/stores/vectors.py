@@ -14,12 +14,14 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
 
+from caller_memory.stores.base import CANDIDATES_PER_RESULT
 from caller_memory.stores.rows import memory_from_row
 from caller_memory.types import Candidate
 
@@ -84,12 +86,31 @@ def merge_candidates(*found: Iterable[Candidate]) -> list[Candidate]:
     return list(merged.values())
 
 
-async def gather_candidates(*searches: Awaitable[list[Candidate]] | None) -> list[Candidate]:
-    """The candidates of a store's searches (by text, by meaning; None for one that does not
-    apply), merged by `merge_candidates`. They run at once, so a hybrid search costs the slower
-    of its two lookups, not their sum."""
-    found = await asyncio.gather(*(search for search in searches if search is not None))
-    return merge_candidates(*found)
+Lookup = Callable[..., Awaitable[list[Candidate]]]
+
+
+async def hybrid_candidates(
+    user_id: str,
+    query: str,
+    limit: int,
+    embedding: Sequence[float] | None,
+    embedding_model: str | None,
+    *,
+    lexical: Lookup,
+    dense: Lookup,
+) -> list[Candidate]:
+    """`MemoryStore.search_candidates` for every store, given its two lookups:
+    `lexical(user_id, query, n)` when the query has words and `dense(user_id, embedding,
+    model, n)` with a vector and its model, each asked for `CANDIDATES_PER_RESULT` per result.
+    They run at once, so a search costs the slower of the two, not their sum; a memory both
+    found comes back once with both scores (`merge_candidates`)."""
+    wanted = limit * CANDIDATES_PER_RESULT
+    searches = []
+    if query.strip():
+        searches.append(lexical(user_id, query, wanted))
+    if embedding is not None and embedding_model is not None:
+        searches.append(dense(user_id, embedding, embedding_model, wanted))
+    return merge_candidates(*await asyncio.gather(*searches))
 
 
 def _ids_and_matrix(
@@ -113,11 +134,9 @@ class _CallerVectors:
     overwritten.
     """
 
-    ids: npt.NDArray[np.int64]  # `size` ids, one per row
+    ids: npt.NDArray[np.int64]  # one per row in use
     matrix: npt.NDArray[np.float32]  # the buffer: `size` rows in use, then room
-    size: int
-    replaced: npt.NDArray[np.bool_]  # `size` flags: rows a newer version replaced
-    replaced_count: int
+    replaced: npt.NDArray[np.bool_]  # one per row in use: rows a newer version replaced
     max_id: int
     loaded_at: float = field(default_factory=time.monotonic)
 
@@ -126,8 +145,15 @@ class _CallerVectors:
         room = len(ids) + max(len(ids) // 8, MIN_CAPACITY)
         buffer = np.empty((room, DIMENSIONS), dtype=np.float32)
         buffer[: len(ids)] = matrix
-        none = np.zeros(len(ids), dtype=np.bool_)
-        return cls(ids, buffer, len(ids), none, 0, int(ids.max(initial=0)))
+        return cls(ids, buffer, np.zeros(len(ids), dtype=np.bool_), int(ids.max(initial=0)))
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    @cached_property
+    def replaced_count(self) -> int:
+        return int(self.replaced.sum())
 
     @property
     def live(self) -> int:
@@ -149,18 +175,15 @@ class _CallerVectors:
     ) -> _CallerVectors:
         """This entry with rows `ids` added, and the rows holding the ids `replacing` marked
         replaced; compacted into a new buffer when most of its rows are replaced ones."""
-        replaced = self.replaced
-        count = self.replaced_count
-        if len(replacing):
-            replaced = replaced | np.isin(self.ids, replacing)
-            count = int(replaced.sum())
-        live = self.size - count
-        if count and count > live:  # more dead rows than live ones: start a buffer afresh
+        replaced = self.replaced | np.isin(self.ids, replacing) if len(replacing) else self.replaced
+        dead = int(replaced.sum())
+        if dead > self.size - dead:  # more replaced rows than live ones: a buffer afresh
             keep = ~replaced
-            return _CallerVectors.of(
+            fresh = _CallerVectors.of(
                 np.concatenate([self.ids[keep], ids]),
                 np.vstack([self.matrix[: self.size][keep], matrix]),
-            )._stamped(self.max_id, self.loaded_at)
+            )
+            return replace(fresh, max_id=max(fresh.max_id, self.max_id), loaded_at=self.loaded_at)
         buffer = self.matrix
         size = self.size + len(ids)
         if size > len(buffer):
@@ -170,15 +193,10 @@ class _CallerVectors:
         return _CallerVectors(
             np.concatenate([self.ids, ids]),
             buffer,
-            size,
             np.concatenate([replaced, np.zeros(len(ids), dtype=np.bool_)]),
-            count,
             int(ids.max(initial=self.max_id)),
             self.loaded_at,
         )
-
-    def _stamped(self, max_id: int, loaded_at: float) -> _CallerVectors:
-        return replace(self, max_id=max(self.max_id, max_id), loaded_at=loaded_at)
 
 
 class VectorCache:

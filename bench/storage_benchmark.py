@@ -47,8 +47,9 @@ delete the measured caller's oldest rows):
 - search: `asearch(text, limit=5)` (the recall limit) of 2-5 content words drawn from the same
   Zipf distribution, in a spoken frame ("do you remember what I said about ...?"); with
   embeddings, two more rows split it: the query's embedding alone, and the store's hybrid
-  search alone (`search_candidates`: text and meaning); the rest is query building and
-  ranking;
+  search (`search_candidates`: text and meaning) from the moment the query's vector is there
+  (the search by text runs while the query is embedded: this is what the store adds to the
+  embedding); the rest is query building and ranking;
 - search after a write: a new utterance stored (not measured) just before each search, as
   in a call, where the caller's previous sentence was captured before the next one is
   recalled: a store that keeps the caller's vectors in memory must then see the new one.
@@ -72,7 +73,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import gc
+import inspect
 import itertools
 import math
 import random
@@ -169,9 +172,9 @@ PART_LABELS = {
     (STORE_NEW, EMBEDDING): "↳ the memory's embedding alone",
     (STORE_EXISTING, EMBEDDING): "↳ the memory's embedding alone",
     (SEARCH, EMBEDDING): "↳ the query's embedding alone",
-    (SEARCH, STORE): "↳ the store's hybrid search alone",
+    (SEARCH, STORE): "↳ the store, once the query's vector is there",
     (SEARCH_AFTER_WRITE, EMBEDDING): "↳ the query's embedding alone",
-    (SEARCH_AFTER_WRITE, STORE): "↳ the store's hybrid search alone",
+    (SEARCH_AFTER_WRITE, STORE): "↳ the store, once the query's vector is there",
 }
 
 DEFAULT_SIZES = (1_000, 10_000, 100_000)
@@ -538,30 +541,29 @@ async def postgres_size_mb(admin_dsn: str) -> float:
 # ------------------------------------------------------------------------------------------
 
 
-def _task() -> asyncio.Task[Any]:
-    task = asyncio.current_task()
-    if task is None:
-        raise RuntimeError("a Stopwatch times parts of operations running in tasks")
-    return task
-
-
 class Stopwatch:
-    """The time each operation spent in its parts (the embedder, the store), per task: the
-    operations of one cell run concurrently, one at a time in each of their tasks."""
+    """The time each operation spent in its parts (the embedder, the store). The operations
+    of one cell run concurrently, one at a time in each of their tasks; a part may run in a
+    task the operation started (the query's embedding, beside the search by words), which
+    inherits the operation's context, so the parts are kept in a context variable."""
 
     def __init__(self) -> None:
-        self._open: dict[asyncio.Task[Any], dict[str, float]] = {}
+        self._parts: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
+            "stopwatch_parts", default=None
+        )
 
     def start(self) -> None:
-        self._open[_task()] = {}
+        self._parts.set({})
 
     def add(self, part: str, seconds: float) -> None:
-        parts = self._open.get(_task())
+        parts = self._parts.get()
         if parts is not None:  # outside a timed operation (a write before a search): ignored
             parts[part] = parts.get(part, 0.0) + seconds
 
     def stop(self) -> dict[str, float]:
-        return self._open.pop(_task(), {})
+        parts = self._parts.get()
+        self._parts.set(None)
+        return parts or {}
 
 
 class TimedEmbedder:
@@ -614,13 +616,29 @@ class TimedStore:
         return getattr(self._store, name)
 
     async def search_candidates(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("embedding") is not None:
+        """The store's part of a search: from the query's vector's arrival (the search by
+        text runs while the query is embedded) to the candidates, i.e. what the search adds
+        to the embedding; all of it for a search with its vector at hand or without one."""
+        pending = kwargs.get("embedding")
+        if pending is not None:
             self.searches_by_meaning += 1
+        arrived: float | None = None
+        if inspect.isawaitable(pending):
+
+            async def timed_vector() -> Any:
+                nonlocal arrived
+                try:
+                    return await pending
+                finally:
+                    arrived = time.perf_counter()
+
+            kwargs["embedding"] = timed_vector()
         started = time.perf_counter()
         try:
             return await self._store.search_candidates(*args, **kwargs)
         finally:
-            self._stopwatch.add(STORE, time.perf_counter() - started)
+            since = started if arrived is None else max(started, arrived)
+            self._stopwatch.add(STORE, time.perf_counter() - since)
 
     async def upsert_memory(self, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
@@ -1031,8 +1049,10 @@ def render(config: Config, results: Results, total_seconds: float) -> str:
             "embeds its query with the real model, and every write embeds its memory (inline "
             "here: in the product the write is write-behind and the caller never waits for "
             "it). The rows marked ↳ split the row above: the embedder's call alone (waiting "
-            "for its thread included) and the store's hybrid search alone; query building "
-            "and ranking are the rest. The filled memories' vectors are random unit vectors "
+            "for its thread included) and the store's hybrid search from the moment the "
+            "query's vector is there (the search by words runs while the query is embedded, "
+            "so this is what the store adds to the embedding); query building and ranking "
+            "are the rest. The filled memories' vectors are random unit vectors "
             "(the queries' are real)."
         )
     if both:

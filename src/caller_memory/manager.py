@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from caller_memory import defaults
 from caller_memory.context import get_current_identity, get_current_user, get_session_started_at
-from caller_memory.embeddings.base import Embedder, EmbeddingError, Vector
+from caller_memory.embeddings.base import Embedder, EmbeddingError
 from caller_memory.indexing import clip_context, index_text, said_on_words
 from caller_memory.recall.fusion import FusionWeights, fuse
 from caller_memory.recall.query import build_search_query
@@ -196,26 +196,27 @@ class MemoryManager:
         if not text.strip():
             return await self.store_backend.search_memories(user_id, "", limit)
         terms = build_search_query(text)
-        vector = await self._query_vector(text)
-        if not terms and vector is None:
+        if not terms and self.embedder is None:
             return []  # no word that can be searched for, and no meaning to search by
+        # The store searches by text while the query is embedded, then by meaning.
         candidates = await self.store_backend.search_candidates(
             user_id,
             terms,
             limit,
-            embedding=tuple(float(x) for x in vector) if vector is not None else None,
+            embedding=self._query_vector(text) if self.embedder is not None else None,
             embedding_model=self.embedder.name if self.embedder is not None else None,
         )
         return fuse(candidates, limit, self.fusion)
 
-    async def _query_vector(self, text: str) -> Vector | None:
+    async def _query_vector(self, text: str) -> tuple[float, ...] | None:
         if self.embedder is None:
             return None
         try:
-            return await _embedding("query", self.embedder, self.embedder.embed_query(text))
+            vector = await _embedding("query", self.embedder, self.embedder.embed_query(text))
         except EmbeddingError as exc:
             logger.debug("searching by text only this time (%s)", exc)
             return None
+        return tuple(float(x) for x in vector)
 
     async def aforget(self, category: str | MemoryCategory, key: str) -> bool:
         cat = MemoryCategory.parse(category).value

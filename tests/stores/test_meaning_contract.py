@@ -8,6 +8,7 @@ through the fake PostgREST), exactly as `test_store_contract.py` does.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ import pytest
 
 from caller_memory.recall.query import build_search_query
 from caller_memory.stores.base import MemoryStore
+from caller_memory.stores.errors import StorageError
 from caller_memory.types import MemoryDetails, MemoryKind, Statement, WriteOutcome
 
 BACKENDS = [
@@ -251,6 +253,86 @@ async def test_memories_are_found_by_the_meaning_their_vectors_carry(store: Memo
         ALICE, "", 3, embedding=axis(1.0), embedding_model="another-model"
     )
     assert [c for c in other if c.dense is not None] == []
+
+
+async def test_the_search_by_words_does_not_wait_for_the_query_vector(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn embeds its question while the store already searches its words: the vector
+    given as an awaitable arrives only once the search by words has finished, and both scores
+    still come back (a store that waited for the vector first would never get it)."""
+    await utter(store, ALICE, "utterance_1", "My sister lives in Lisbon", T0)
+    assert await store.set_embedding(
+        ALICE, "INTEREST", "utterance_1", "My sister lives in Lisbon", axis(1.0), MODEL
+    )
+    words_searched = asyncio.Event()
+    by_words = store._lexical  # type: ignore[attr-defined]
+
+    async def lexical(*args: object) -> object:
+        found = await by_words(*args)
+        words_searched.set()
+        return found
+
+    monkeypatch.setattr(store, "_lexical", lexical)
+
+    async def query_vector() -> tuple[float, ...]:
+        await asyncio.wait_for(words_searched.wait(), 10)
+        return axis(1.0)
+
+    [candidate] = await store.search_candidates(
+        ALICE, "sister", 3, embedding=query_vector(), embedding_model=MODEL
+    )
+    assert candidate.memory.value == "My sister lives in Lisbon"
+    assert candidate.lexical is not None
+    assert candidate.dense == pytest.approx(1.0, abs=1e-4)
+
+
+async def test_a_query_vector_that_never_came_leaves_the_search_by_words(
+    store: MemoryStore,
+) -> None:
+    """The embedder failed (the awaitable gives None): the words are still searched."""
+    await utter(store, ALICE, "utterance_1", "My sister lives in Lisbon", T0)
+    assert await store.set_embedding(
+        ALICE, "INTEREST", "utterance_1", "My sister lives in Lisbon", axis(1.0), MODEL
+    )
+
+    async def failed_vector() -> None:
+        return None
+
+    [candidate] = await store.search_candidates(
+        ALICE, "sister", 3, embedding=failed_vector(), embedding_model=MODEL
+    )
+    assert candidate.lexical is not None and candidate.dense is None
+
+
+async def test_a_failed_search_by_words_stops_waiting_for_the_query_vector(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's error comes back at once, and the search by meaning still waiting for its
+    vector is cancelled, not left running for a turn that has moved on."""
+    stopped = asyncio.Event()
+
+    async def failing(*args: object) -> object:
+        raise StorageError("the words index is gone")
+
+    monkeypatch.setattr(store, "_lexical", failing)
+
+    async def query_vector() -> tuple[float, ...]:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+        return axis(1.0)
+
+    with pytest.raises(StorageError, match="the words index is gone"):
+        await asyncio.wait_for(
+            store.search_candidates(
+                ALICE, "sister", 3, embedding=query_vector(), embedding_model=MODEL
+            ),
+            5,
+        )
+    await asyncio.wait_for(stopped.wait(), 5)
 
 
 async def test_a_changed_value_drops_its_vector_and_waits_for_a_new_one(

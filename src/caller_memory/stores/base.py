@@ -102,14 +102,15 @@ class MemoryStore(Protocol):
         query: str,
         limit: int,
         *,
-        embedding: Sequence[float] | None = None,
+        embedding: QueryVector | None = None,
         embedding_model: str | None = None,
     ) -> list[Candidate]:
         """The candidates of a hybrid search, each with its raw scores: the `limit` *
         `CANDIDATES_PER_RESULT` best by text, and with `embedding`, as many nearest in meaning
-        among the memories
-        `embedding_model` embedded (none where the store cannot search by meaning). The
-        ranking rule is not the store's: `caller_memory.recall.fusion` combines the scores."""
+        among the memories `embedding_model` embedded (none where the store cannot search by
+        meaning). `embedding` may still be on its way (an awaitable): the search by text does
+        not wait for it. The ranking rule is not the store's: `caller_memory.recall.fusion`
+        combines the scores."""
         ...
 
     async def set_embedding(
@@ -186,6 +187,10 @@ class StoreStats:
 # How many candidates of each kind a search gathers per result it returns: room for the
 # ranking rule to reorder (`caller_memory.recall.fusion`).
 CANDIDATES_PER_RESULT = 4
+
+# A search's query vector: at hand, or still being computed (None then means the embedder
+# failed, and the search goes on by text alone).
+QueryVector = Sequence[float] | Awaitable[Sequence[float] | None]
 
 
 def write_times(captured_at: float | None, session_started_at: float | None) -> tuple[float, float]:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from caller_memory.stores.base import (
+    QueryVector,
     StoreStats,
     counts_store_errors,
     erasure_time,
@@ -404,7 +405,7 @@ class PostgresMemoryStore:
         query: str,
         limit: int,
         *,
-        embedding: Sequence[float] | None = None,
+        embedding: QueryVector | None = None,
         embedding_model: str | None = None,
     ) -> list[Candidate]:
         return await hybrid_candidates(

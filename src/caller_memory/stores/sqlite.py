@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from caller_memory.stores.base import (
     CANDIDATES_PER_RESULT,
+    QueryVector,
     StoreStats,
     counts_store_errors,
     erasure_time,
@@ -506,7 +507,7 @@ class SQLiteMemoryStore:
         query: str,
         limit: int,
         *,
-        embedding: Sequence[float] | None = None,
+        embedding: QueryVector | None = None,
         embedding_model: str | None = None,
     ) -> list[Candidate]:
         return await hybrid_candidates(

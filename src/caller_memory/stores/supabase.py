@@ -46,6 +46,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from caller_memory.stores.base import (
+    QueryVector,
     StoreStats,
     counts_store_errors,
     erasure_time,
@@ -545,7 +546,7 @@ class SupabaseMemoryStore:
         query: str,
         limit: int,
         *,
-        embedding: Sequence[float] | None = None,
+        embedding: QueryVector | None = None,
         embedding_model: str | None = None,
     ) -> list[Candidate]:
         return await hybrid_candidates(

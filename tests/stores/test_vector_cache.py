@@ -254,3 +254,93 @@ async def test_words_superseded_since_they_were_cached_are_skipped_then_dropped(
         assert sorted(c.memory.key for c in found) == [f"utterance_{n}" for n in range(1, 5)]
         assert len(found) == wanted
     assert sqlite_store._vectors._entries[(user, MODEL)].live == 4
+
+
+async def test_vectors_due_for_a_reread_are_read_in_the_background(
+    sqlite_store: SQLiteMemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker process rewrote a vector: this process sees it at the periodic re-read,
+    which runs on a store thread while searches go on with the vectors held (at 100,000
+    memories the re-read is 150 MB: a search that waited for it would miss its budget)."""
+    user = str(uuid.uuid4())
+    for n in range(4):
+        await write(sqlite_store, user, f"utterance_{n}", f"said {n}", n)
+    query = unit(99)
+    before = dict(await nearest(sqlite_store, user, query))
+    other_worker = SQLiteMemoryStore(sqlite_store.path)
+    try:
+        assert await other_worker.set_embedding(
+            user, "INTEREST", "utterance_1", "said 1", query, MODEL
+        )
+    finally:
+        await other_worker.aclose()
+
+    reread_may_finish = threading.Event()
+    reread = vectors.VectorCache._refresh
+
+    def held_reread(self: vectors.VectorCache, *args: object) -> None:
+        assert reread_may_finish.wait(10)
+        reread(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(vectors.VectorCache, "_refresh", held_reread)
+    monkeypatch.setattr(vectors, "REFRESH_S", 0.05)
+    await asyncio.sleep(0.1)  # the vectors held are now due for a re-read
+    during = dict(await asyncio.wait_for(nearest(sqlite_store, user, query), 5))
+    assert during == before  # served from the vectors held, the re-read still running
+    reread_may_finish.set()
+    for _ in range(200):
+        found = dict(await nearest(sqlite_store, user, query))
+        if found.get("utterance_1") == pytest.approx(1.0, abs=1e-5):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the rewritten vector was never read again")
+    await check(sqlite_store, user, query)
+
+
+async def test_a_write_landing_during_a_background_reread_is_not_lost(
+    sqlite_store: SQLiteMemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The re-read's snapshot misses a vector set just after it was read, and a search
+    applied that write to the old vectors meanwhile: the vectors put in place still get it."""
+    user = str(uuid.uuid4())
+    for n in range(4):
+        await write(sqlite_store, user, f"utterance_{n}", f"said {n}", n)
+    query = unit(99)
+    jobs: list = []
+    cache = vectors.VectorCache(in_background=jobs.append)
+    monkeypatch.setattr(sqlite_store, "_vectors", cache)
+    await nearest(sqlite_store, user, query)  # read once
+    monkeypatch.setattr(vectors, "REFRESH_S", 0.0)
+    await nearest(sqlite_store, user, query)  # due: a re-read is queued, not run
+    [job] = jobs
+    monkeypatch.setattr(vectors, "REFRESH_S", 3600.0)  # no other re-read from here on
+    load = vectors.VectorCache._load
+    landed: list[int] = []
+
+    def load_then_a_write_lands(conn: sqlite3.Connection, *args: object, **kwargs: object):
+        snapshot = load(conn, *args, **kwargs)  # type: ignore[arg-type]
+        if landed:  # the search's own reads below
+            return snapshot
+        with sqlite3.connect(sqlite_store.path) as writer:
+            writer.execute(
+                "UPDATE memories SET embedding = ? WHERE user_id = ? AND key = 'utterance_2'",
+                (vectors.encode_vector(query), user),
+            )
+            [(row_id,)] = writer.execute(
+                "SELECT id FROM memories WHERE user_id = ? AND key = 'utterance_2'", (user,)
+            ).fetchall()
+        landed.append(row_id)
+        cache.changed(user, row_id)  # as the store does after its write
+        cache.nearest(conn, user, MODEL, query, LIMIT)  # a search applies it to the old entry
+        return snapshot
+
+    monkeypatch.setattr(vectors.VectorCache, "_load", staticmethod(load_then_a_write_lands))
+    with sqlite3.connect(sqlite_store.path) as conn:
+        conn.row_factory = sqlite3.Row  # as the store's connections
+        job(conn)
+    monkeypatch.setattr(vectors.VectorCache, "_load", staticmethod(load))
+    assert landed
+    found = dict(await nearest(sqlite_store, user, query))
+    assert found["utterance_2"] == pytest.approx(1.0, abs=1e-5)
+    await check(sqlite_store, user, query)

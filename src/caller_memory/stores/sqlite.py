@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -180,7 +180,7 @@ class SQLiteMemoryStore:
             max_workers=max_threads, thread_name_prefix="sqlite-memory"
         )
         # each caller's vectors, held in memory once read (search by meaning scans them)
-        self._vectors = VectorCache()
+        self._vectors = VectorCache(in_background=self._in_background)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -264,6 +264,10 @@ class SQLiteMemoryStore:
             if isinstance(exc, sqlite3.Error):
                 raise _translate(exc, self.path) from exc
             raise
+
+    def _in_background(self, job: Callable[[sqlite3.Connection], None]) -> None:
+        """Run `job` on a store thread without waiting for it; a failure is logged."""
+        self._executor.submit(self._run_sync, job).add_done_callback(_log_background_failure)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -682,6 +686,16 @@ class SQLiteMemoryStore:
                 except sqlite3.Error:
                     pass
             self._connections.clear()
+
+
+def _log_background_failure(future: Future[None]) -> None:
+    exc = None if future.cancelled() else future.exception()
+    if exc is not None:
+        logger.warning(
+            "re-reading a caller's vectors in the background failed (%s); searches go on "
+            "with those held, and the next one tries again",
+            exc,
+        )
 
 
 def _candidate(row: sqlite3.Row, *, lexical: float | None) -> Candidate:

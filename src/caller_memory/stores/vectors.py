@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import sqlite3
 import threading
 import time
@@ -26,9 +27,12 @@ from caller_memory.stores.base import CANDIDATES_PER_RESULT, QueryVector
 from caller_memory.stores.rows import memory_from_row
 from caller_memory.types import Candidate
 
+logger = logging.getLogger("caller_memory.stores.vectors")
+
 DIMENSIONS = 384
 # A caller's vectors held in memory are read again from the file after this long (another
-# worker process may have written to it); this process's own writes drop them at once.
+# worker process may have rewritten some of them); this process's own writes are applied at
+# once. The read runs in the background: searches meanwhile use the vectors already held.
 REFRESH_S = 30.0
 # At most this many vectors are held in memory, all callers together (~1.5 KB each).
 MAX_CACHED_VECTORS = 250_000
@@ -225,17 +229,39 @@ class _CallerVectors:
         )
 
 
+@dataclass
+class _Refresh:
+    """A caller's vectors being re-read in the background: since when, and the rows written
+    since then (what was read may lack them)."""
+
+    started: float = field(default_factory=time.monotonic)
+    since: set[int] = field(default_factory=set)
+
+
 class VectorCache:
     """The SQLite store's in-memory copy of each caller's vectors, per model (see module
     docstring). Thread-safe: the store's worker threads share it."""
 
-    def __init__(self, *, max_vectors: int = MAX_CACHED_VECTORS) -> None:
+    def __init__(
+        self,
+        *,
+        max_vectors: int = MAX_CACHED_VECTORS,
+        in_background: Callable[[Callable[[sqlite3.Connection], None]], None] | None = None,
+    ) -> None:
+        """`in_background(job)` runs `job` with a connection on another thread (the store's
+        executor) without waiting for it: a caller's vectors due for their periodic re-read
+        are read there while searches go on with those already held (at 100,000 memories the
+        read is 150 MB, far beyond a recall's budget). Without it, the due search re-reads
+        them itself."""
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[str, str], _CallerVectors] = OrderedDict()
         # rows written since each entry was read; one lock per entry, so that two searches of
         # one caller never store an entry that misses a change the other one applied
         self._changed: dict[tuple[str, str], set[int]] = {}
         self._entry_locks: dict[tuple[str, str], threading.Lock] = {}
+        # entries being re-read in the background
+        self._refreshing: dict[tuple[str, str], _Refresh] = {}
+        self._in_background = in_background
         self._max_vectors = max_vectors
 
     def invalidate(self, user_id: str) -> None:
@@ -245,6 +271,8 @@ class VectorCache:
             for entry_key in [k for k in self._entries if k[0] == user_id]:
                 del self._entries[entry_key]
                 self._changed.pop(entry_key, None)
+            for entry_key in [k for k in self._refreshing if k[0] == user_id]:
+                del self._refreshing[entry_key]  # what that read finds is not kept
 
     def changed(self, user_id: str, row_id: int) -> None:
         """This process wrote the caller's memory `row_id` (new, or a new value or vector):
@@ -253,6 +281,9 @@ class VectorCache:
         with self._lock:
             for entry_key in [k for k in self._entries if k[0] == user_id]:
                 self._changed.setdefault(entry_key, set()).add(row_id)
+            for entry_key, refresh in self._refreshing.items():
+                if entry_key[0] == user_id:
+                    refresh.since.add(row_id)
 
     def nearest(
         self,
@@ -312,7 +343,8 @@ class VectorCache:
                 if entry is not None:
                     self._entries.move_to_end(key)
                 changed = self._changed.pop(key, set())
-            if entry is not None and time.monotonic() - entry.loaded_at > REFRESH_S:
+            due = entry is not None and time.monotonic() - entry.loaded_at > REFRESH_S
+            if due and self._in_background is None:
                 entry = None
             if entry is None:
                 entry = self._load(conn, user_id, model, after=0, into=None)
@@ -324,7 +356,50 @@ class VectorCache:
                 self._entries[key] = entry
                 self._entries.move_to_end(key)
                 self._evict()
+        if due and self._in_background is not None:
+            self._refresh_in_background(key)
         return entry
+
+    def _refresh_in_background(self, key: tuple[str, str]) -> None:
+        refresh = _Refresh()
+        with self._lock:
+            running = self._refreshing.get(key)
+            if running is not None and refresh.started - running.started < REFRESH_S:
+                return  # one at a time (one that never ran is replaced after REFRESH_S)
+            self._refreshing[key] = refresh
+        assert self._in_background is not None
+        try:
+            self._in_background(lambda conn: self._refresh(conn, key, refresh))
+        except Exception as exc:  # the store is closing: the next search tries again
+            with self._lock:
+                if self._refreshing.get(key) is refresh:
+                    del self._refreshing[key]
+            logger.debug("could not start re-reading a caller's vectors (%s)", exc)
+
+    def _refresh(self, conn: sqlite3.Connection, key: tuple[str, str], refresh: _Refresh) -> None:
+        """Read the caller's vectors afresh, then put them in place of those held. A row
+        written while they were read may be missing from what was read (and a search may have
+        applied it to the old entry meanwhile): every such row is read again by the next
+        search, so no write is lost."""
+        user_id, model = key
+        try:
+            fresh = self._load(conn, user_id, model, after=0, into=None)
+        except BaseException:
+            with self._lock:
+                if self._refreshing.get(key) is refresh:
+                    del self._refreshing[key]
+            raise
+        with self._lock:
+            entry_lock = self._entry_locks.setdefault(key, threading.Lock())
+        with entry_lock, self._lock:
+            if self._refreshing.get(key) is not refresh:
+                return  # forgotten (or replaced) meanwhile: what was read is not kept
+            del self._refreshing[key]
+            if key not in self._entries:
+                return  # evicted meanwhile: the next search reads afresh
+            self._entries[key] = fresh
+            self._changed[key] = self._changed.get(key, set()) | refresh.since
+            self._evict()
 
     @staticmethod
     def _load(

@@ -19,6 +19,7 @@ happen, whoever asks (capture, the caller's tools, spool replay, an operator).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Coroutine
@@ -198,14 +199,23 @@ class MemoryManager:
         terms = build_search_query(text)
         if not terms and self.embedder is None:
             return []  # no word that can be searched for, and no meaning to search by
-        # The store searches by text while the query is embedded, then by meaning.
-        candidates = await self.store_backend.search_candidates(
-            user_id,
-            terms,
-            limit,
-            embedding=self._query_vector(text) if self.embedder is not None else None,
-            embedding_model=self.embedder.name if self.embedder is not None else None,
+        # The store searches by text while the query is embedded, then by meaning. The
+        # embedding is a task of its own: it is cancelled if the search ends without it (a
+        # store that failed first, or one that cannot search by meaning and never awaits it).
+        vector = (
+            asyncio.ensure_future(self._query_vector(text)) if self.embedder is not None else None
         )
+        try:
+            candidates = await self.store_backend.search_candidates(
+                user_id,
+                terms,
+                limit,
+                embedding=vector,
+                embedding_model=self.embedder.name if self.embedder is not None else None,
+            )
+        finally:
+            if vector is not None:
+                vector.cancel()
         return fuse(candidates, limit, self.fusion)
 
     async def _query_vector(self, text: str) -> tuple[float, ...] | None:

@@ -11,15 +11,19 @@ blocked, and clear errors for a missing or broken model.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import shutil
 import threading
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from caller_memory import MemoryManager, session_user
 from caller_memory.embeddings import (
     EMBEDDING_DIMENSIONS,
     Embedder,
@@ -31,7 +35,11 @@ from caller_memory.embeddings import (
 )
 from caller_memory.embeddings.onnx import Kind
 from caller_memory.settings import MemorySettings
+from caller_memory.stores.errors import StorageError
+from caller_memory.stores.sqlite import SQLiteMemoryStore
+from caller_memory.testing import FakeStoreOutage
 from caller_memory.testing.embeddings import e5_test_model_name
+from caller_memory.types import Candidate
 
 # (facts, questions worded differently from them); question i asks about fact i
 ENGLISH = (
@@ -227,6 +235,69 @@ async def test_embedding_never_blocks_the_event_loop(e5_model_dir: Path, kind: s
         embedder.gate.set()
         result = await task
         assert result is not None
+    finally:
+        embedder.gate.set()
+        await embedder.aclose()
+
+
+class WatchedEmbedder(GatedEmbedder):
+    """`GatedEmbedder` that notes whether a query's embedding ever gave its vector."""
+
+    finished = False
+
+    async def embed_query(self, text: str) -> Vector:
+        vector = await super().embed_query(text)
+        self.finished = True
+        return vector
+
+
+class WordsOnlyStore:
+    """A store that cannot search by meaning: it never awaits the query's vector."""
+
+    def __init__(self, inner: SQLiteMemoryStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def search_candidates(
+        self, user_id: str, query: str, limit: int, **by_meaning: Any
+    ) -> list[Candidate]:
+        return await self.inner.search_candidates(user_id, query, limit)
+
+
+@pytest.mark.parametrize("store_kind", ["failing", "words_only"])
+async def test_a_search_that_ends_without_the_query_vector_stops_embedding_it(
+    e5_model_dir: Path, sqlite_store: SQLiteMemoryStore, store_kind: str
+) -> None:
+    """The query is embedded while the store searches its words; a search that ends without
+    the vector (the store failed, or cannot search by meaning) cancels the embedding rather
+    than leaving it running (or a coroutine never awaited)."""
+    embedder = WatchedEmbedder(e5_model_dir)
+    store: Any = (
+        FakeStoreOutage(sqlite_store, failing=frozenset({"search_candidates"}))
+        if store_kind == "failing"
+        else WordsOnlyStore(sqlite_store)
+    )
+    if store_kind == "failing":
+        store.down = True
+    manager = MemoryManager(store, embedder=embedder)
+    try:
+        with session_user("caller-a"), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            await manager.astore("FACT", "city", "Lisbon")
+            if store_kind == "failing":
+                with pytest.raises(StorageError):
+                    await manager.asearch("Where do I live, Lisbon?")
+            else:
+                found = await manager.asearch("Where do I live, Lisbon?")
+                assert [m.value for m in found] == ["Lisbon"]
+            embedder.gate.set()  # the model's thread may finish; the search has moved on
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+            gc.collect()
+        assert not embedder.finished
+        assert [w for w in caught if "never awaited" in str(w.message)] == []
     finally:
         embedder.gate.set()
         await embedder.aclose()

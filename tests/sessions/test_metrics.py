@@ -206,15 +206,22 @@ async def test_a_write_the_store_refuses_is_spooled_counted_and_replayed_later(
     await memory.aclose()
 
 
+@pytest.mark.parametrize("operation", ["get_memory", "search_candidates"])
 async def test_a_failing_operation_of_a_real_backend_is_counted_once_by_backend_and_operation(
-    tmp_path: Path,
+    tmp_path: Path, operation: str
 ) -> None:
+    """`search_candidates` is the shared hybrid-search rule every store inherits: counted as
+    each store's own operations are."""
     store = SQLiteMemoryStore(tmp_path / "closed.sqlite3")
     await store.aclose()
-    labels = {"backend": "sqlite", "operation": "get_memory", "error": "unavailable"}
+    labels = {"backend": "sqlite", "operation": operation, "error": "unavailable"}
     moved = Deltas(("caller_memory_store_errors_total", labels))
+    user = "6f840c3a-5446-51bc-99b0-e0d11d172cef"
     with pytest.raises(StorageUnavailableError):
-        await store.get_memory("6f840c3a-5446-51bc-99b0-e0d11d172cef", "FACT", "job")
+        if operation == "get_memory":
+            await store.get_memory(user, "FACT", "job")
+        else:
+            await store.search_candidates(user, "job", 5)
     assert moved("caller_memory_store_errors_total", labels) == 1
 
 

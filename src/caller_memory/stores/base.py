@@ -255,10 +255,10 @@ def _counted(
 
 def counts_store_errors(cls: type[S]) -> type[S]:
     """Class decorator of a store backend: each operation of the `MemoryStore` protocol it
-    defines counts its `StorageError`s by backend (`name`), operation and kind, then raises
-    them as they were."""
+    has (its own or inherited: `search_candidates` comes from `HybridSearch`) counts its
+    `StorageError`s by backend (`name`), operation and kind, then raises them as they were."""
     for operation in STORE_OPERATIONS:
-        method = cls.__dict__.get(operation)
+        method = getattr(cls, operation, None)
         if method is not None and inspect.iscoroutinefunction(method):
             setattr(cls, operation, _counted(operation, method))
     return cls

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from caller_memory.stores.base import (
-    QueryVector,
     StoreStats,
     counts_store_errors,
     erasure_time,
@@ -58,7 +57,7 @@ from caller_memory.stores.rows import (
     unembedded_from_row,
     user_uuid,
 )
-from caller_memory.stores.vectors import hybrid_candidates, vector_literal
+from caller_memory.stores.vectors import HybridSearch, vector_literal
 from caller_memory.text import cjk_pairs
 from caller_memory.types import (
     Candidate,
@@ -114,7 +113,7 @@ _UNAVAILABLE_ERRORS = (
 
 
 @counts_store_errors
-class PostgresMemoryStore:
+class PostgresMemoryStore(HybridSearch):
     """`MemoryStore` on PostgreSQL through asyncpg (see module docstring)."""
 
     name = "postgres"
@@ -398,25 +397,6 @@ class PostgresMemoryStore:
             limit,
         )
         return [candidate_from_row(r, dense=True) for r in rows]
-
-    async def search_candidates(
-        self,
-        user_id: str,
-        query: str,
-        limit: int,
-        *,
-        embedding: QueryVector | None = None,
-        embedding_model: str | None = None,
-    ) -> list[Candidate]:
-        return await hybrid_candidates(
-            user_id,
-            query,
-            limit,
-            embedding,
-            embedding_model,
-            lexical=self._lexical,
-            dense=self._dense,
-        )
 
     async def set_embedding(
         self,

@@ -23,7 +23,6 @@ from typing import TypeVar
 
 from caller_memory.stores.base import (
     CANDIDATES_PER_RESULT,
-    QueryVector,
     StoreStats,
     counts_store_errors,
     erasure_time,
@@ -39,9 +38,9 @@ from caller_memory.stores.rows import (
 )
 from caller_memory.stores.vectors import (
     CANDIDATE_COLUMNS,
+    HybridSearch,
     VectorCache,
     encode_vector,
-    hybrid_candidates,
 )
 from caller_memory.text import cjk_pairs, words
 from caller_memory.types import (
@@ -163,7 +162,7 @@ class _Interruptible:
 
 
 @counts_store_errors
-class SQLiteMemoryStore:
+class SQLiteMemoryStore(HybridSearch):
     """`MemoryStore` on a local SQLite file (see module docstring)."""
 
     name = "sqlite"
@@ -504,25 +503,6 @@ class SQLiteMemoryStore:
             return [_candidate(r, lexical=float(r["score"])) for r in rows]
 
         return await self._run_read(op)
-
-    async def search_candidates(
-        self,
-        user_id: str,
-        query: str,
-        limit: int,
-        *,
-        embedding: QueryVector | None = None,
-        embedding_model: str | None = None,
-    ) -> list[Candidate]:
-        return await hybrid_candidates(
-            user_id,
-            query,
-            limit,
-            embedding,
-            embedding_model,
-            lexical=self._lexical,
-            dense=self._dense,
-        )
 
     async def _dense(
         self, user_id: str, embedding: Sequence[float], model: str, limit: int

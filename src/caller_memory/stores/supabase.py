@@ -46,7 +46,6 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from caller_memory.stores.base import (
-    QueryVector,
     StoreStats,
     counts_store_errors,
     erasure_time,
@@ -71,7 +70,7 @@ from caller_memory.stores.rows import (
     user_uuid,
 )
 from caller_memory.stores.supabase_url import URL_ENV, check_supabase_url, key_role
-from caller_memory.stores.vectors import hybrid_candidates, vector_literal
+from caller_memory.stores.vectors import HybridSearch, vector_literal
 from caller_memory.text import cjk_pairs
 from caller_memory.types import (
     Candidate,
@@ -166,7 +165,7 @@ class _Failure(Exception):
 
 
 @counts_store_errors
-class SupabaseMemoryStore:
+class SupabaseMemoryStore(HybridSearch):
     """`MemoryStore` on a Supabase project's `memory_*` functions (see module docstring)."""
 
     name = "supabase"
@@ -539,25 +538,6 @@ class SupabaseMemoryStore:
         params = {"p_user_id": str(user_uuid(user_id)), "p_query": query, "p_limit": limit}
         rows = _rows("memory_search", await self._rpc("memory_search", params))
         return [_candidate(row, "memory_search", lexical=bool(query.strip())) for row in rows]
-
-    async def search_candidates(
-        self,
-        user_id: str,
-        query: str,
-        limit: int,
-        *,
-        embedding: QueryVector | None = None,
-        embedding_model: str | None = None,
-    ) -> list[Candidate]:
-        return await hybrid_candidates(
-            user_id,
-            query,
-            limit,
-            embedding,
-            embedding_model,
-            lexical=self._lexical,
-            dense=self._dense,
-        )
 
     async def _dense(
         self, user_id: str, embedding: Sequence[float], model: str, limit: int

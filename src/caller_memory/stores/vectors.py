@@ -4,7 +4,8 @@ Every vector is 384 float32 values, L2-normalised by the embedder, stored with t
 model that made it (vectors of different models are never compared). Postgres and Supabase
 store them in pgvector's `vector(384)` and search them in SQL; SQLite keeps them as BLOBs and
 this module searches them: an exact scan of the caller's vectors, held in memory once read
-(`VectorCache`), so a turn's search does not re-read them from disk.
+(`VectorCache`), so a turn's search does not re-read them from disk. Every store combines its
+search by words with its search by meaning by one rule (`HybridSearch`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -91,49 +92,55 @@ def merge_candidates(*found: Iterable[Candidate]) -> list[Candidate]:
     return list(merged.values())
 
 
-Lookup = Callable[..., Awaitable[list[Candidate]]]
+class HybridSearch:
+    """`MemoryStore.search_candidates` for every store: the one rule, given the store's two
+    lookups, `_lexical(user_id, query, n)` (by words) and `_dense(user_id, vector, model, n)`
+    (by meaning), each asked for `CANDIDATES_PER_RESULT` per result.
 
+    The search by words starts at once, while the query's vector may still be computed
+    (`embedding` is then an awaitable): a turn waits for the embedding and the search by
+    meaning, not for the search by words as well. A memory both found comes back once with
+    both scores (`merge_candidates`). If one lookup fails, the other is cancelled.
+    """
 
-async def hybrid_candidates(
-    user_id: str,
-    query: str,
-    limit: int,
-    embedding: QueryVector | None,
-    embedding_model: str | None,
-    *,
-    lexical: Lookup,
-    dense: Lookup,
-) -> list[Candidate]:
-    """`MemoryStore.search_candidates` for every store, given its two lookups:
-    `lexical(user_id, query, n)` when the query has words and `dense(user_id, vector, model,
-    n)` with a vector and its model, each asked for `CANDIDATES_PER_RESULT` per result.
+    async def _lexical(self, user_id: str, query: str, limit: int) -> list[Candidate]:
+        raise NotImplementedError
 
-    They run at once, so a search costs the slower of the two, not their sum. The search by
-    text starts at once, while the query's vector may still be computed (`embedding` is then
-    an awaitable): a turn waits for the embedding and the search by meaning, not for the
-    search by text as well. A memory both found comes back once with both scores
-    (`merge_candidates`). If one lookup fails, the other is cancelled."""
-    wanted = limit * CANDIDATES_PER_RESULT
+    async def _dense(
+        self, user_id: str, embedding: Sequence[float], model: str, limit: int
+    ) -> list[Candidate]:
+        raise NotImplementedError
 
-    async def by_meaning(model: str, pending: QueryVector) -> list[Candidate]:
-        vector = await pending if inspect.isawaitable(pending) else pending
-        if vector is None:  # the embedder failed: by text alone this time
-            return []
-        return await dense(user_id, vector, model, wanted)
+    async def search_candidates(
+        self,
+        user_id: str,
+        query: str,
+        limit: int,
+        *,
+        embedding: QueryVector | None = None,
+        embedding_model: str | None = None,
+    ) -> list[Candidate]:
+        wanted = limit * CANDIDATES_PER_RESULT
 
-    searches: list[asyncio.Task[list[Candidate]]] = []
-    if query.strip():
-        searches.append(asyncio.ensure_future(lexical(user_id, query, wanted)))
-    if embedding is not None and embedding_model is not None:
-        searches.append(asyncio.ensure_future(by_meaning(embedding_model, embedding)))
-    elif inspect.iscoroutine(embedding):
-        embedding.close()  # a vector no model can be searched by: never computed
-    try:
-        return merge_candidates(*await asyncio.gather(*searches))
-    except BaseException:
-        for search in searches:
-            search.cancel()
-        raise
+        async def by_meaning(model: str, pending: QueryVector) -> list[Candidate]:
+            vector = await pending if inspect.isawaitable(pending) else pending
+            if vector is None:  # the embedder failed: by words alone this time
+                return []
+            return await self._dense(user_id, vector, model, wanted)
+
+        searches: list[asyncio.Task[list[Candidate]]] = []
+        if query.strip():
+            searches.append(asyncio.ensure_future(self._lexical(user_id, query, wanted)))
+        if embedding is not None and embedding_model is not None:
+            searches.append(asyncio.ensure_future(by_meaning(embedding_model, embedding)))
+        elif inspect.iscoroutine(embedding):
+            embedding.close()  # a vector no model can be searched by: never computed
+        try:
+            return merge_candidates(*await asyncio.gather(*searches))
+        except BaseException:
+            for search in searches:
+                search.cancel()
+            raise
 
 
 def _ids_and_matrix(

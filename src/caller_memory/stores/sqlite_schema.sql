@@ -85,8 +85,8 @@ CREATE INDEX IF NOT EXISTS memory_statements_fact ON memory_statements (user_id,
 
 -- Full-text index, contentless: the value with what was said before it and the day. Its first
 -- column holds one token naming the user, so a search is `user_tok:"u<hex>" AND (words...)`:
--- FTS5 itself restricts the match to one user and ranks with BM25 (key words weigh double,
--- the context and the day little), instead of ranking every user's rows and filtering.
+-- FTS5 itself restricts the match to one user and ranks with BM25 (weights: `BM25_RANK` in
+-- sqlite.py), instead of ranking every user's rows and filtering.
 -- Words are letters, digits and combining marks (`categories`), as in caller_memory.text, so a
 -- Hindi or Arabic word is not cut at its vowel signs; Latin accents fold; English stems.
 CREATE VIRTUAL TABLE IF NOT EXISTS memory_text_index USING fts5(
@@ -94,8 +94,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS memory_text_index USING fts5(
     content = '',
     tokenize = "porter unicode61 remove_diacritics 2 categories 'L* N* Co M*'"
 );
-INSERT INTO memory_text_index(memory_text_index, rank)
-    VALUES ('rank', 'bm25(0.0, 2.0, 1.0, 0.3, 0.3, 1.0)');
 
 CREATE TRIGGER IF NOT EXISTS memory_text_insert AFTER INSERT ON memories BEGIN
     INSERT INTO memory_text_index(rowid, user_tok, key, value, context, said_on, cjk_pairs)

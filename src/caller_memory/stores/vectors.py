@@ -311,7 +311,7 @@ class VectorCache:
         # words; the utterance cap drops the oldest): those are not returned, and the next
         # search reads them again, which drops them.
         k = min(limit + STALE_HEADROOM, entry.live)
-        top = np.argpartition(-scores, k - 1)[:k]
+        top = np.argpartition(scores, len(scores) - k)[-k:]  # the k best, not yet in order
         top = top[np.argsort(-scores[top])]
         wanted = {int(entry.ids[i]): float(scores[i]) for i in top}
         marks = ",".join("?" * len(wanted))

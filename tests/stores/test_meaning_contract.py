@@ -94,6 +94,27 @@ async def test_the_line_it_answered_and_the_day_are_searched_but_never_returned(
     assert await found(store, BOB, "which bicycle did I pick?") == []
 
 
+async def test_the_callers_own_words_outrank_the_same_word_in_the_line_they_answered(
+    store: MemoryStore,
+) -> None:
+    """What the caller said weighs more than the agent's line it answered: the short answer
+    to a question about sailing ranks below the caller's longer sentence about sailing, which
+    a ranking that weighed every column alike (shorter memory first) would put the other way."""
+    await utter(
+        store,
+        ALICE,
+        "utterance_1",
+        "Most weekends I go sailing with two old friends from school, out past the harbour",
+        T0,
+    )
+    await utter(store, ALICE, "utterance_2", "Not really", T0 + 1, context="Do you like sailing?")
+
+    assert await found(store, ALICE, "sailing") == [
+        "Most weekends I go sailing with two old friends from school, out past the harbour",
+        "Not really",
+    ]
+
+
 # -- facts that update ----------------------------------------------------------------------
 
 

@@ -344,3 +344,32 @@ async def test_a_write_landing_during_a_background_reread_is_not_lost(
     found = dict(await nearest(sqlite_store, user, query))
     assert found["utterance_2"] == pytest.approx(1.0, abs=1e-5)
     await check(sqlite_store, user, query)
+
+
+def _large_scan() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    matrix = rng.standard_normal((vectors.SHARED_SCAN_ROWS + 1001, vectors.DIMENSIONS))
+    return matrix.astype(np.float32), rng.standard_normal(vectors.DIMENSIONS).astype(np.float32)
+
+
+def test_a_large_scan_shared_with_the_helper_equals_one_scan() -> None:
+    matrix, query = _large_scan()
+    np.testing.assert_allclose(vectors._scan(matrix, query), matrix @ query, rtol=1e-5, atol=1e-4)
+
+
+def test_a_large_scan_does_not_wait_for_a_busy_helper() -> None:
+    """Another caller's scan holds the helper thread: this one scans its second half itself
+    (correctly) instead of queueing behind it."""
+    matrix, query = _large_scan()
+    release = threading.Event()
+    busy = vectors._helper().submit(release.wait, 30)
+    try:
+        done: list[np.ndarray] = []
+        scanning = threading.Thread(target=lambda: done.append(vectors._scan(matrix, query)))
+        scanning.start()
+        scanning.join(timeout=10)
+        assert done, "the scan waited for the busy helper"
+        np.testing.assert_allclose(done[0], matrix @ query, rtol=1e-5, atol=1e-4)
+    finally:
+        release.set()
+        busy.result()

@@ -193,7 +193,7 @@ class MemoryManager:
             raise ValueError("a search query must be a string")
         limit = validate_limit(limit)
         user_id = get_current_user("searching memories")
-        text = query[:MAX_QUERY_LENGTH]
+        text = query[-MAX_QUERY_LENGTH:]  # an over-long message asks last, as a query does
         if not text.strip():
             return await self.store_backend.search_memories(user_id, "", limit)
         terms = build_search_query(text)

@@ -316,3 +316,24 @@ async def test_a_spanish_callers_name_is_stored(installed_sqlite_store: object) 
     with session_user("spanish-caller@example.com"):
         await _say("¡Hola! Me llamo Lucía.", "¿Cómo me llamo?", "Me llamo Lucía García")
         assert await memory_manager.aretrieve("PRESENTATION", "name") == "Lucía García"
+
+
+RAMBLE = (
+    "Morning! Bit of a grey one today. The kettle has just boiled, the neighbours are painting "
+    "their fence again, bright orange this time, honestly the whole street is talking about "
+    "it, the bins were late, the buses are on strike and the corner shop ran out of bread. "
+)
+QUESTION = "Anyway, what is my sister's dog called?"
+
+
+async def test_a_caller_who_rambles_is_searched_by_what_they_ask_last(
+    installed_sqlite_store: object,
+) -> None:
+    """A message's last words are searched (as its embedding keeps its last tokens), also
+    when it is longer than a query may be: the question comes after the small talk."""
+    with session_user("rambling-caller@example.com"):
+        await _say("My sister's dog is called Biscuit.", "I had pasta for lunch.")
+        assert len(content_words(RAMBLE)) > 24
+        for message in (RAMBLE + QUESTION, RAMBLE * 12 + QUESTION):
+            found = await memory_manager.asearch(message, limit=5)
+            assert [m.value for m in found] == ["My sister's dog is called Biscuit."]

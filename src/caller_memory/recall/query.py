@@ -92,8 +92,11 @@ def content_words(text: str) -> list[str]:
 
 
 def build_search_query(text: str) -> str:
-    """The store-neutral query for `text`: its content words (at most `MAX_TERMS`), in any
-    language, then the other spelling of words English spells two ways, space-separated."""
-    own = content_words(text)[:MAX_TERMS]
+    """The store-neutral query for `text`: its content words (its last `MAX_TERMS`), in any
+    language, then the other spelling of words English spells two ways, space-separated.
+
+    The last ones, as the query's embedding keeps its last tokens: a caller who rambles asks
+    last ("...anyway, what was my sister's dog called?")."""
+    own = content_words(text)[-MAX_TERMS:]
     spelled = [OTHER_SPELLING[w] for w in own if OTHER_SPELLING.get(w, w) not in own]
     return " ".join([*own, *spelled][:MAX_TERMS])

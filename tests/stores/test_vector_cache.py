@@ -11,6 +11,7 @@ search already holding the cache's previous state must see that state unchanged.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import sqlite3
 import threading
 import uuid
@@ -373,3 +374,16 @@ def test_a_large_scan_does_not_wait_for_a_busy_helper() -> None:
     finally:
         release.set()
         busy.result()
+
+
+def _helper_in_a_forked_child() -> tuple[bool, int]:
+    fresh = vectors._scan_helper is None
+    return fresh, vectors._helper().submit(int, "7").result(timeout=10)
+
+
+def test_a_forked_process_gets_a_scan_helper_of_its_own() -> None:
+    """A worker forked after a large scan (its parent's helper thread does not exist in the
+    child) scans with a helper that runs, instead of queueing halves nobody takes."""
+    vectors._helper().submit(int, "1").result()
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(_helper_in_a_forked_child) == (True, 7)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -88,6 +89,16 @@ def _helper() -> ThreadPoolExecutor:
         if _scan_helper is None:
             _scan_helper = ThreadPoolExecutor(1, thread_name_prefix="vector-scan")
         return _scan_helper
+
+
+def _forget_the_parents_helper() -> None:
+    """In a forked child: the parent's helper thread does not exist here, and its executor
+    would queue every half forever (each holding the caller's vectors); start afresh."""
+    global _scan_helper, _scan_helper_lock
+    _scan_helper, _scan_helper_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_helper)
 
 
 def _scan(

@@ -16,7 +16,8 @@ choose anything: the one thing this benchmark chooses, the hybrid weight, is cho
 tuning split, and the misses it can list (`--misses`) are tuning misses.
 
 For every caller, every utterance goes through the worker's capture path into a fresh embedded
-SQLite store of a real `CallerMemory` (built by `CallerMemory.from_settings`, with
+SQLite store (`--backend postgres`: a throwaway Postgres cluster with the real migrations and
+pgvector) of a real `CallerMemory` (built by `CallerMemory.from_settings`, with
 `MEMORY_EMBEDDINGS` as `--embeddings` says): the rule-based extraction, then
 `MemoryManager.astore` with the time the caller said it (each call of a caller is its own
 session) and, where the manager takes them, the agent's line before it (`context`) and
@@ -52,7 +53,8 @@ import tempfile
 import time
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -85,10 +87,13 @@ from caller_memory.types import Memory, MemoryDetails, Statement
 
 if TYPE_CHECKING:
     from caller_memory.embeddings import Embedder
+    from caller_memory.stores.base import MemoryStore
 
 KS = (5, 10)
 SEARCH_LIMIT = max(KS)
 PROJECT = "project"
+SQLITE = "sqlite"
+BACKEND_LABELS = {SQLITE: "SQLite", "postgres": "Postgres + pgvector (throwaway cluster)"}
 BM25 = "bm25"
 DENSE = "dense"
 HYBRID = "hybrid"
@@ -185,10 +190,18 @@ class CaptureStats:
 
 class ProjectUnderTest:
     """The worker's memory as a caller meets it: `CallerMemory.from_settings` with an embedded
-    SQLite store; capture as the session's writer does it (rule-based extraction, then
-    `astore` with capture and session times); search through `MemoryManager.asearch`."""
+    SQLite store (or `store`: Postgres); capture as the session's writer does it (rule-based
+    extraction, then `astore` with capture and session times); search through
+    `MemoryManager.asearch`."""
 
-    def __init__(self, directory: Path, *, embeddings: str, model_dir: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        embeddings: str,
+        model_dir: Path,
+        store: MemoryStore | None = None,
+    ) -> None:
         settings = MemorySettings.model_construct(
             sqlite_path=directory / "bench-memories.sqlite3",
             spool_dir=directory / "spool",
@@ -196,7 +209,11 @@ class ProjectUnderTest:
             embeddings=embeddings,
             embedding_model_dir=model_dir,
         )
-        self.memory = CallerMemory.from_settings(settings)
+        self.memory = (
+            CallerMemory.from_settings(settings)
+            if store is None
+            else CallerMemory(store=store, settings=settings)
+        )
         self.manager = self.memory.manager
         accepted = inspect.signature(self.manager.astore).parameters
         # Issue 11 adds these to `astore`; passed as soon as the manager takes them.
@@ -338,6 +355,7 @@ class BenchmarkResult:
     frozen: bool
     methods: tuple[str, ...]
     embedder: str | None
+    backend: str = SQLITE
     questions: list[QuestionResult] = field(default_factory=list)
     capture: CaptureStats = field(default_factory=CaptureStats)
     grid: list[GridRow] = field(default_factory=list)
@@ -468,25 +486,31 @@ async def run_benchmark(
     embedder: Embedder | None = None,
     frozen: bool = False,
     db_dir: Path | None = None,
+    backend: str = SQLITE,
 ) -> BenchmarkResult:
     """Ingest every caller, ask every question, with every method. `embedder` (required for
     dense and hybrid) is the benchmark's own; `embeddings`/`model_dir` configure the project's
-    `CallerMemory` (its `MEMORY_EMBEDDINGS` / `MEMORY_EMBEDDING_MODEL_DIR`)."""
+    `CallerMemory` (its `MEMORY_EMBEDDINGS` / `MEMORY_EMBEDDING_MODEL_DIR`); `backend` its
+    store: an embedded SQLite file, or a throwaway Postgres cluster with the real migrations."""
     methods = (PROJECT, BM25) + ((DENSE, HYBRID) if embedder is not None else ())
     result = BenchmarkResult(
         callers=tuple(callers),
         frozen=frozen,
         methods=methods,
         embedder=embedder.name if embedder is not None else None,
+        backend=backend,
     )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:
-        project = ProjectUnderTest(Path(db_dir or tmp), embeddings=embeddings, model_dir=model_dir)
-        try:
-            for caller in callers:
-                await _run_caller(project, caller, result, embedder)
-        finally:
-            await project.aclose()
+        async with _store(backend) as store:
+            project = ProjectUnderTest(
+                Path(db_dir or tmp), embeddings=embeddings, model_dir=model_dir, store=store
+            )
+            try:
+                for caller in callers:
+                    await _run_caller(project, caller, result, embedder)
+            finally:
+                await project.aclose()
     if embedder is not None:
         tuning = [q for q in result.questions if q.split == TUNING]
         result.hybrid_weight, result.grid = choose_hybrid_weight(tuning)
@@ -504,6 +528,24 @@ async def run_benchmark(
 # ------------------------------------------------------------------------------------------
 # Report
 # ------------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _store(backend: str) -> AsyncIterator[MemoryStore | None]:
+    """None for SQLite (the settings' own file); for Postgres, a store on a new migrated
+    database of a throwaway cluster, logged in as Supabase's service key is (dropped after)."""
+    if backend == SQLITE:
+        yield None
+        return
+    from bench.workload import postgres_database
+    from caller_memory.testing.postgres import throwaway_cluster
+
+    async with AsyncExitStack() as stack:
+        cluster = stack.enter_context(throwaway_cluster("retrieval-bench-pg-"))
+        database = await stack.enter_async_context(
+            postgres_database(cluster, None, "retrieval_bench")
+        )
+        yield database.store()
 
 
 def _f(x: float) -> str:
@@ -684,7 +726,7 @@ def format_report(result: BenchmarkResult, *, command: str, misses: int = 0) -> 
         "",
         f"Command: `{command}`",
         "",
-        f"Data: {data}. Methods: {methods}. "
+        f"Data: {data}. Methods: {methods}; the project's store: {BACKEND_LABELS[result.backend]}. "
         + (
             f"Embedder for dense and hybrid: {result.embedder}."
             if result.embedder
@@ -728,6 +770,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=DEFAULT_MODEL_DIR,
         help=f"the local embedding model (ONNX + tokenizer.json); default {DEFAULT_MODEL_DIR}",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=tuple(BACKEND_LABELS),
+        default=SQLITE,
+        help="the project's store: sqlite (an embedded file) or postgres (a throwaway "
+        "cluster with the real migrations and pgvector). Default: sqlite",
     )
     parser.add_argument(
         "--sets",
@@ -816,6 +865,7 @@ async def _run(
             model_dir=args.model_dir,
             embedder=embedder,
             frozen=frozen,
+            backend=args.backend,
         )
     finally:
         if embedder is not None:

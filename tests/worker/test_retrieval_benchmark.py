@@ -318,3 +318,31 @@ def test_choosing_the_weight_refuses_held_out_questions() -> None:
     q = QuestionResult("paraphrase", "c", "en", HELD_OUT, "job", "What do I do?", (0,), ())
     with pytest.raises(ValueError, match="tuning split only"):
         choose_hybrid_weight([q])
+
+
+@pytest.mark.postgres
+def test_the_project_can_be_measured_on_postgres(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--backend postgres`: the project's memories go into a throwaway cluster through the
+    real migrations, and every question is searched there (the store's own search, counted)."""
+    from caller_memory.stores.postgres import PostgresMemoryStore
+
+    searched: list[str] = []
+    real_search = PostgresMemoryStore.search_candidates
+
+    async def counted(self: PostgresMemoryStore, user_id: str, *args: Any, **kw: Any) -> Any:
+        searched.append(user_id)
+        return await real_search(self, user_id, *args, **kw)
+
+    monkeypatch.setattr(PostgresMemoryStore, "search_candidates", counted)
+    assert main([*TINY, "--backend", "postgres"]) == 0
+    out = capsys.readouterr().out
+    assert "the project's store: Postgres + pgvector" in out
+    held_out = _tables(out)["Held-out split (report these)"]["By set:"]
+    (total,) = [r for r in held_out if r[0] == "**all**"]
+    tuning = _tables(out)["Tuning split"]["By set:"]
+    (tuning_total,) = [r for r in tuning if r[0] == "**all**"]
+    # every question but those without a searchable word (no embedder here) went there
+    assert total[1] + tuning_total[1] - 2 <= len(searched) <= total[1] + tuning_total[1]
+    assert total[2][1] > 0  # the project's recall@10: answers were found there

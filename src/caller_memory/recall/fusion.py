@@ -1,7 +1,7 @@
 """The one ranking rule of search: text and meaning combined, and a hit's neighbours.
 
 Every store returns candidates with their raw scores (`MemoryStore.search_candidates`): the
-text-search rank (BM25 on SQLite, `ts_rank_cd` on Postgres) and the cosine similarity to the
+text-search rank (BM25 on SQLite, `ts_rank` on Postgres) and the cosine similarity to the
 query's vector. Raw scores of different kinds are not comparable, so each is min-max
 normalised over the candidates, and the two are combined by a weighted sum (a convex
 combination: in the project's own study it beat reciprocal-rank fusion, which often fell

@@ -2,8 +2,8 @@
 -- instead of ts_rank_cd (cover density: how close together they occur), the function being
 -- otherwise unchanged. ts_rank_cd computes the covers of every matching row; at 100,000
 -- memories for one caller (~4,500 matching rows per query) that cost 15 / 54 ms (p50 / p99)
--- against ts_rank's 8.5 / 18, and searches with the query's embedding went from 72 to 30 ms
--- p99, 6 % of them over the 50 ms recall budget to none. Chosen on the retrieval benchmark's
+-- against ts_rank's 8.5 / 18, and searches with the query's embedding went from 72 to 30-44
+-- ms p99, 6 % of them over the 50 ms recall budget to 0-0.3 %. Chosen on the retrieval benchmark's
 -- tuning split, run on Postgres: recall@10 0.682 against 0.681, recall@5 0.574 against 0.581.
 -- The weights stay: the key 1, the value 0.5, the context and the day 0.1.
 

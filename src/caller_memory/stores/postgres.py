@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from caller_memory.stores.base import (
+    SearchVector,
     StoreStats,
     counts_store_errors,
     erasure_time,
@@ -385,7 +386,7 @@ class PostgresMemoryStore(HybridSearch):
         return [candidate_from_row(r, lexical=bool(query.strip())) for r in rows]
 
     async def _dense(
-        self, user_id: str, embedding: Sequence[float], model: str, limit: int
+        self, user_id: str, embedding: SearchVector, model: str, limit: int
     ) -> list[Candidate]:
         rows = await self._call(
             "searching memories by meaning",

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from caller_memory.stores.base import (
     CANDIDATES_PER_RESULT,
+    SearchVector,
     StoreStats,
     counts_store_errors,
     erasure_time,
@@ -510,7 +511,7 @@ class SQLiteMemoryStore(HybridSearch):
         return await self._run_read(op)
 
     async def _dense(
-        self, user_id: str, embedding: Sequence[float], model: str, limit: int
+        self, user_id: str, embedding: SearchVector, model: str, limit: int
     ) -> list[Candidate]:
         return await self._run_read(
             lambda conn: self._vectors.nearest(conn, user_id, model, embedding, limit)

@@ -46,6 +46,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from caller_memory.stores.base import (
+    SearchVector,
     StoreStats,
     counts_store_errors,
     erasure_time,
@@ -540,7 +541,7 @@ class SupabaseMemoryStore(HybridSearch):
         return [_candidate(row, "memory_search", lexical=bool(query.strip())) for row in rows]
 
     async def _dense(
-        self, user_id: str, embedding: Sequence[float], model: str, limit: int
+        self, user_id: str, embedding: SearchVector, model: str, limit: int
     ) -> list[Candidate]:
         params = {
             "p_user_id": str(user_uuid(user_id)),

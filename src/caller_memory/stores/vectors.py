@@ -26,7 +26,7 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
-from caller_memory.stores.base import CANDIDATES_PER_RESULT, QueryVector
+from caller_memory.stores.base import CANDIDATES_PER_RESULT, QueryVector, SearchVector
 from caller_memory.stores.rows import memory_from_row
 from caller_memory.types import Candidate
 
@@ -155,7 +155,7 @@ class HybridSearch:
         raise NotImplementedError
 
     async def _dense(
-        self, user_id: str, embedding: Sequence[float], model: str, limit: int
+        self, user_id: str, embedding: SearchVector, model: str, limit: int
     ) -> list[Candidate]:
         raise NotImplementedError
 
@@ -346,7 +346,7 @@ class VectorCache:
         conn: sqlite3.Connection,
         user_id: str,
         model: str,
-        query: Sequence[float],
+        query: SearchVector,
         limit: int,
     ) -> list[Candidate]:
         """The caller's current memories nearest in meaning to `query` (cosine similarity),
